@@ -1,0 +1,1 @@
+"""diffusion_lab: class-conditional DDPMs and generated-data studies with Hydra and Lightning."""
