@@ -1,0 +1,1 @@
+"""Lightning glue: the DDPM LightningModule, callbacks, figures and learning-rate schedules."""

@@ -1,0 +1,77 @@
+"""Config checks that run before anything is built: one line naming key, value, what is allowed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from diffusion_lab.errors import ConfigError
+from diffusion_lab.nets import check_unet_geometry
+
+
+def require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """Raise ConfigError(`key=value: allowed`) unless ok."""
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: {allowed}")
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def validate_schedule(cfg: DictConfig) -> None:
+    """T, beta_1 and beta_T of the linear schedule."""
+    require(is_int(cfg.T) and cfg.T >= 2, "T", cfg.T, "must be an integer >= 2")
+    require(is_number(cfg.beta_1) and cfg.beta_1 > 0, "beta_1", cfg.beta_1, "must be a number > 0")
+    require(is_number(cfg.beta_T) and cfg.beta_T < 1, "beta_T", cfg.beta_T, "must be a number < 1")
+    require(cfg.beta_1 < cfg.beta_T, "beta_1", cfg.beta_1, f"must be < beta_T={cfg.beta_T!r}")
+
+
+def validate_image_size(cfg: DictConfig) -> None:
+    """img_size must be a size the UNet can halve len(ch_mult) - 1 times."""
+    require(
+        is_int(cfg.img_size) and cfg.img_size > 0,
+        "img_size",
+        cfg.img_size,
+        "must be a positive integer",
+    )
+    try:
+        check_unet_geometry(cfg.img_size, list(cfg.model.ch_mult))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def validate_training(cfg: DictConfig) -> None:
+    """Batch size, epochs, learning rate, guidance and EMA settings."""
+    for key in ("batch_size", "data.batch_size"):
+        value = OmegaConf.select(cfg, key)
+        require(is_int(value) and value > 0, key, value, "must be a positive integer")
+    require(
+        is_int(cfg.epochs) and cfg.epochs > 0, "epochs", cfg.epochs, "must be a positive integer"
+    )
+    require(is_number(cfg.lr) and cfg.lr > 0, "lr", cfg.lr, "must be a number > 0")
+    require(
+        is_number(cfg.p_uncond) and 0 <= cfg.p_uncond < 1,
+        "p_uncond",
+        cfg.p_uncond,
+        "must lie in [0, 1)",
+    )
+    require(is_number(cfg.w) and cfg.w >= 0, "w", cfg.w, "must be a number >= 0")
+    ema = cfg.get("callbacks", {}).get("ema")
+    if ema is not None:
+        decay = ema.decay
+        require(
+            is_number(decay) and 0 < decay < 1, "callbacks.ema.decay", decay, "must lie in (0, 1)"
+        )
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """Every check of the training config, cheapest first."""
+    validate_schedule(cfg)
+    validate_image_size(cfg)
+    validate_training(cfg)

@@ -1,0 +1,6 @@
+"""Datasets as in-memory uint8 tensors and their LightningDataModules."""
+
+from diffusion_lab.data.modules import CIFAR10DataModule, DigitsDataModule, ImageDataModule
+from diffusion_lab.data.tensors import InMemoryImages
+
+__all__ = ["CIFAR10DataModule", "DigitsDataModule", "ImageDataModule", "InMemoryImages"]

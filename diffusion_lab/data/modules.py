@@ -1,0 +1,165 @@
+"""LightningDataModules over in-memory uint8 images, scaled to [-1, 1] on the device."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from diffusion_lab.data.cifar10 import CIFAR10_CLASSES, ensure_cifar10, load_cifar10
+from diffusion_lab.data.digits import DIGIT_CLASSES, load_digits_split
+from diffusion_lab.data.tensors import (
+    InMemoryImages,
+    already_batched,
+    random_hflip,
+    resize_uint8,
+    split_train_val,
+    to_signed_unit,
+)
+from diffusion_lab.errors import DataError
+
+
+def _check_positive(key: str, value: int) -> None:
+    """Refuse a config value that must be a positive integer."""
+    if not isinstance(value, int) or value < 1:
+        raise DataError(f"{key}={value}: must be a positive integer")
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Base for uint8 datasets held in memory: subclasses implement `_load`, set `class_names`."""
+
+    class_names: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        batch_size: int,
+        img_size: int,
+        channels: int,
+        num_classes: int,
+        val_size: int,
+        split_seed: int = 0,
+        random_flip: bool = False,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        for key, value in (("batch_size", batch_size), ("img_size", img_size)):
+            _check_positive(f"data.{key}", value)
+        if eval_batch_size is not None:
+            _check_positive("data.eval_batch_size", eval_batch_size)
+        if num_workers < 0:
+            raise DataError(f"data.num_workers={num_workers}: must be 0 or more")
+        self.batch_size = batch_size
+        self.img_size = img_size
+        self.channels = channels
+        self.num_classes = num_classes
+        self.val_size = val_size
+        self.split_seed = split_seed
+        self.random_flip = random_flip
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.train_set: InMemoryImages | None = None
+        self.val_set: InMemoryImages | None = None
+        self.test_set: InMemoryImages | None = None
+
+    def _load(self, train: bool) -> tuple[Tensor, Tensor]:
+        """The train or test split as uint8 (N, C, H, W) images and int64 labels."""
+        raise NotImplementedError
+
+    def _load_checked(self, train: bool) -> tuple[Tensor, Tensor]:
+        """Load a split, check it against the declared config and resize it to img_size."""
+        images, labels = self._load(train)
+        if images.shape[1] != self.channels:
+            raise DataError(
+                f"data.channels={self.channels} but the data has {images.shape[1]} channel(s)"
+            )
+        if len(labels) == 0:
+            raise DataError(
+                f"{type(self).__name__}: the {'train' if train else 'test'} split is empty"
+            )
+        for found in (int(labels.max()) + 1, len(self.class_names)):
+            if found != self.num_classes:
+                raise DataError(
+                    f"data.num_classes={self.num_classes} but the data has {found} classes"
+                )
+        return resize_uint8(images, self.img_size), labels
+
+    def setup(self, stage: str) -> None:
+        """Build the train/val sets (fit, validate) or the held-out test set (test) once."""
+        if stage in ("fit", "validate") and self.train_set is None:
+            images, labels = self._load_checked(train=True)
+            train, val = split_train_val(images, labels, self.val_size, self.split_seed)
+            if len(train[0]) < self.batch_size:
+                raise DataError(
+                    f"data.batch_size={self.batch_size}: larger than the {len(train[0])} "
+                    f"training images left after data.val_size={self.val_size}"
+                )
+            self.train_set, self.val_set = InMemoryImages(*train), InMemoryImages(*val)
+        if stage == "test" and self.test_set is None:
+            self.test_set = InMemoryImages(*self._load_checked(train=False))
+
+    def _loader(self, dataset: InMemoryImages | None, batch_size: int, train: bool) -> DataLoader:
+        """A DataLoader that fetches whole batches by tensor indexing (no per-sample work)."""
+        if dataset is None:
+            raise RuntimeError("call setup() for this stage before asking for its dataloader")
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train,
+            collate_fn=already_batched,
+            num_workers=self.num_workers,
+            pin_memory=False,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches; the last partial batch is dropped."""
+        return self._loader(self.train_set, self.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in a fixed order."""
+        return self._loader(self.val_set, self.eval_batch_size, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Held-out test batches in a fixed order."""
+        return self._loader(self.test_set, self.eval_batch_size, train=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        """Scale uint8 images to [-1, 1] on the device; flip half the batch while training."""
+        images, labels = batch
+        x = to_signed_unit(images)
+        if self.random_flip and self.trainer is not None and self.trainer.training:
+            x = random_hflip(x)
+        return x, labels
+
+
+class CIFAR10DataModule(ImageDataModule):
+    """CIFAR-10 from the official batch files under `root`, downloaded when missing and allowed."""
+
+    class_names = CIFAR10_CLASSES
+
+    def __init__(self, root: str, download: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.root = root
+        self.download = download
+
+    def prepare_data(self) -> None:
+        """Find or download the batch files (Lightning runs this on one process per node)."""
+        ensure_cifar10(self.root, self.download)
+
+    def _load(self, train: bool) -> tuple[Tensor, Tensor]:
+        """The CIFAR-10 train or test split."""
+        return load_cifar10(self.root, train, self.download)
+
+
+class DigitsDataModule(ImageDataModule):
+    """scikit-learn's embedded 8x8 digits, resized to img_size: the no-download default."""
+
+    class_names = DIGIT_CLASSES
+
+    def _load(self, train: bool) -> tuple[Tensor, Tensor]:
+        """The fixed digits train (1,500) or test (297) split."""
+        return load_digits_split(train)

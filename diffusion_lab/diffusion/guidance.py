@@ -1,0 +1,32 @@
+"""Classifier-free guidance (Ho & Salimans 2022): label dropout in training, mixing at sampling."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def drop_labels(
+    labels: Tensor, p_uncond: float, null_label: int, generator: torch.Generator | None = None
+) -> Tensor:
+    """Replace each label by `null_label` independently with probability `p_uncond`."""
+    if p_uncond <= 0:
+        return labels
+    drop = torch.rand(labels.shape, device=labels.device, generator=generator) < p_uncond
+    return torch.where(drop, torch.full_like(labels, null_label), labels)
+
+
+def guided_eps(
+    net: nn.Module, xt: Tensor, t: Tensor, labels: Tensor, w: float, null_label: int
+) -> Tensor:
+    """eps = (1 + w) * eps(x, y) - w * eps(x, null), both halves from ONE batched forward pass.
+
+    w = 0 is the plain conditional model and skips the unconditional half.
+    """
+    if w == 0:
+        return net(xt, t, labels)
+    null = torch.full_like(labels, null_label)
+    eps_cond, eps_null = net(
+        torch.cat([xt, xt]), torch.cat([t, t]), torch.cat([labels, null])
+    ).chunk(2)
+    return (1 + w) * eps_cond - w * eps_null

@@ -1,0 +1,185 @@
+"""Callbacks that write what people look at: sample grids, loss curves; and the run config.
+
+Everything here writes on global rank 0 only.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from diffusion_lab.data.tensors import from_signed_unit
+from diffusion_lab.lit.figures import class_grid, class_grid_figure, loss_curve_figure, save_figure
+
+RUN_CONFIG_KEY = "diffusion_lab_run_config"
+
+
+def tensorboard_writers(trainer: pl.Trainer) -> list[Any]:
+    """The SummaryWriters of the trainer's TensorBoard loggers."""
+    return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+
+class SampleGrid(pl.Callback):
+    """Samples `per_class` images of every class from fixed noise and writes them as a grid.
+
+    Runs after every `every_n_epochs`-th validation (where the EMA callback has swapped the
+    averaged weights in, so it must come before EMAWeightAveraging in the callback list) and
+    once at the end of fit (after the EMA callback copied the averaged weights over).
+    The noise is the same every time, so grids from different epochs are comparable.
+    """
+
+    def __init__(
+        self,
+        sampler: Callable[..., Tensor],
+        output_dir: str,
+        every_n_epochs: int = 10,
+        per_class: int = 8,
+        seed: int = 0,
+    ) -> None:
+        self.sampler = sampler
+        self.output_dir = Path(output_dir)
+        self.every_n_epochs = every_n_epochs
+        self.per_class = per_class
+        self.seed = seed
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        # The last epoch's grid would repeat the final one written in on_fit_end.
+        if trainer.sanity_checking or epoch % self.every_n_epochs or epoch == trainer.max_epochs:
+            return
+        self.write(trainer, pl_module, f"epoch_{epoch:04d}")
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.write(trainer, pl_module, "final")
+
+    def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str) -> None:
+        """Sample on rank 0, save `samples_<tag>.png` and log the grid to TensorBoard."""
+        if not trainer.is_global_zero:
+            return
+        datamodule = trainer.datamodule
+        # Sample in the trainer's precision (e.g. bf16 autocast), as the network was trained.
+        with trainer.precision_plugin.forward_context():
+            images = self.sample(pl_module, datamodule.channels, datamodule.img_size)
+        title = f"{tag}, step {trainer.global_step}"
+        save_figure(
+            class_grid_figure(images.cpu(), self.per_class, datamodule.class_names, title),
+            self.output_dir / f"samples_{tag}.png",
+        )
+        for writer in tensorboard_writers(trainer):
+            writer.add_image(
+                "samples/per_class", class_grid(images, self.per_class), trainer.global_step
+            )
+
+    def sample(self, pl_module: pl.LightningModule, channels: int, img_size: int) -> Tensor:
+        """uint8 (num_classes * per_class, C, H, W), class-major."""
+        net, device = pl_module.net, pl_module.device
+        labels = torch.arange(net.num_classes, device=device).repeat_interleave(self.per_class)
+        generator = torch.Generator(device=device).manual_seed(self.seed)
+        x_T = torch.randn(
+            len(labels), channels, img_size, img_size, generator=generator, device=device
+        )
+        progress = functools.partial(
+            tqdm, desc="sampling grid", leave=False, unit="step", disable=None
+        )
+        was_training = net.training
+        net.eval()
+        try:
+            x0 = self.sampler(
+                net,
+                pl_module.schedule,
+                x_T,
+                labels,
+                generator,
+                null_label=net.null_label,
+                progress=progress,
+            )
+        finally:
+            net.train(was_training)
+        return from_signed_unit(x0)
+
+
+class LossCurve(pl.Callback):
+    """Keeps the per-step training loss and per-epoch validation loss; writes `loss_curve.png`.
+
+    The history is part of the callback's checkpoint state, so a resumed run draws the whole curve.
+    """
+
+    def __init__(self, output_dir: str) -> None:
+        self.path = Path(output_dir) / "loss_curve.png"
+        self.train_steps: list[int] = []
+        self.train_losses: list[float] = []
+        self.val_steps: list[int] = []
+        self.val_losses: list[float] = []
+        self._pending: list[Tensor] = []
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        # Keep tensors and convert once per epoch: .item() every step would stall a GPU.
+        self._pending.append(outputs["loss"].detach())
+        self.train_steps.append(trainer.global_step)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._flush()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        val_loss = trainer.callback_metrics.get("val/loss")
+        if trainer.sanity_checking or val_loss is None:
+            return
+        self.val_steps.append(trainer.global_step)
+        self.val_losses.append(float(val_loss))
+        self.write(trainer)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.write(trainer)
+
+    def write(self, trainer: pl.Trainer) -> None:
+        self._flush()
+        if trainer.is_global_zero:
+            fig = loss_curve_figure(
+                self.train_steps, self.train_losses, self.val_steps, self.val_losses
+            )
+            save_figure(fig, self.path)
+
+    def _flush(self) -> None:
+        if self._pending:
+            self.train_losses += torch.stack(self._pending).float().cpu().tolist()
+            self._pending = []
+
+    def state_dict(self) -> dict[str, list]:
+        self._flush()
+        return {
+            "train_steps": self.train_steps,
+            "train_losses": self.train_losses,
+            "val_steps": self.val_steps,
+            "val_losses": self.val_losses,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, list]) -> None:
+        for key, value in state_dict.items():
+            setattr(self, key, list(value))
+
+
+class StoreRunConfig(pl.Callback):
+    """Writes the run config into every checkpoint, so a checkpoint alone rebuilds its model."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint[RUN_CONFIG_KEY] = self.config

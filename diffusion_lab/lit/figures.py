@@ -1,0 +1,87 @@
+"""Matplotlib figures and atomic PNG writing, built with the object API (no pyplot state)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
+from torchvision.utils import make_grid
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
+    """Write `fig` as PNG to a temporary name, then rename, so no reader sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    os.replace(tmp, path)
+    return path
+
+
+def class_grid(images: Tensor, per_class: int, padding: int = 2) -> Tensor:
+    """uint8 (K * per_class, C, H, W), class-major -> a uint8 (C, H', W') grid, a row per class."""
+    return make_grid(images, nrow=per_class, padding=padding, pad_value=255)
+
+
+def class_grid_figure(
+    images: Tensor, per_class: int, class_names: Sequence[str], title: str = ""
+) -> Figure:
+    """The per-class sample grid with each row labelled by its class name."""
+    grid = class_grid(images, per_class).permute(1, 2, 0)
+    rows = len(images) // per_class
+    cell = images.shape[-2] + 2
+    fig = Figure(figsize=(1.0 + 0.6 * per_class, 0.6 * rows + 0.6))
+    ax = fig.subplots()
+    ax.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255)
+    ax.set_yticks(
+        [2 + cell * i + cell / 2 - 1 for i in range(rows)], labels=list(class_names)[:rows]
+    )
+    ax.set_xticks([])
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def moving_average(values: Tensor, window: int) -> Tensor:
+    """Trailing mean over up to `window` values (shorter at the start), same length as `values`."""
+    cumsum = torch.cat([values.new_zeros(1), values.cumsum(0)])
+    idx = torch.arange(1, len(values) + 1)
+    start = (idx - window).clamp(min=0)
+    return (cumsum[idx] - cumsum[start]) / (idx - start)
+
+
+def loss_curve_figure(
+    train_steps: Sequence[int],
+    train_losses: Sequence[float],
+    val_steps: Sequence[int],
+    val_losses: Sequence[float],
+) -> Figure:
+    """Training loss per step (raw and smoothed) and validation loss, log scale."""
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
+    if train_losses:
+        window = max(1, len(train_losses) // 50)
+        smoothed = moving_average(torch.tensor(train_losses, dtype=torch.float64), window).tolist()
+        ax.plot(
+            train_steps,
+            train_losses,
+            color="tab:blue",
+            alpha=0.25,
+            linewidth=0.8,
+            label="train (step)",
+        )
+        ax.plot(train_steps, smoothed, color="tab:blue", label=f"train (mean of {window})")
+    if val_losses:
+        ax.plot(val_steps, val_losses, "o-", color="tab:orange", label="validation")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("MSE on eps")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    return fig

@@ -1,0 +1,39 @@
+"""Learning-rate schedules (the optimiser's, not the noise schedule), stepped once per step.
+
+Each is called as `factory(optimizer, total_steps)` from `configure_optimizers`, with
+`total_steps` from Lightning's `estimated_stepping_batches`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+
+def constant(optimizer: Optimizer, total_steps: int) -> LambdaLR:
+    """The base learning rate throughout."""
+    return LambdaLR(optimizer, lambda step: 1.0)
+
+
+def warmup_cosine_factor(
+    step: int, total_steps: int, warmup_fraction: float, peak_factor: float
+) -> float:
+    """Multiplier of the base rate: linear from 1 up to peak_factor, then a cosine down to 0."""
+    warmup_steps = max(1, round(warmup_fraction * total_steps))
+    if step < warmup_steps:
+        return 1.0 + (peak_factor - 1.0) * step / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return peak_factor * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_cosine(
+    optimizer: Optimizer, total_steps: int, warmup_fraction: float = 0.1, peak_factor: float = 2.5
+) -> LambdaLR:
+    """The study's reference schedule: warm up to peak_factor x the base rate over the first
+    warmup_fraction of training, then anneal with a cosine to zero."""
+    return LambdaLR(
+        optimizer,
+        lambda step: warmup_cosine_factor(step, total_steps, warmup_fraction, peak_factor),
+    )

@@ -1,0 +1,93 @@
+"""The commands users type, run as subprocesses exactly as written (plus shrinking overrides)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT, TINY_TRAIN_OVERRIDES
+
+
+def run_train(*overrides: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+    """`python -m diffusion_lab.train OVERRIDES` with captured output."""
+    return subprocess.run(
+        [sys.executable, "-m", "diffusion_lab.train", *overrides],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_quickstart_command_runs_and_writes_outputs(tmp_path):
+    run_dir = tmp_path / "quickstart"
+    shrink = [o for o in TINY_TRAIN_OVERRIDES if not o.startswith("experiment=")]
+    result = run_train("experiment=quickstart", *shrink, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 6
+    assert (run_dir / "samples_final.png").is_file()
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert list(run_dir.glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("beta_1=0", "error: beta_1=0: must be a number > 0"),
+        ("beta_T=1.5", "error: beta_T=1.5: must be a number < 1"),
+        ("T=1", "error: T=1: must be an integer >= 2"),
+        ("img_size=30", "error: img_size=30: must be a positive multiple of 8"),
+        ("batch_size=0", "error: batch_size=0: must be a positive integer"),
+    ],
+)
+def test_bad_config_fails_in_one_line_before_any_work(tmp_path, override, message):
+    run_dir = tmp_path / "run"
+    result = run_train(override, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert not list(run_dir.glob("events*")) and not (run_dir / "checkpoints").exists()
+
+
+def test_missing_cifar10_offline_is_one_clear_line(tmp_path):
+    missing = tmp_path / "nowhere"
+    result = run_train(
+        f"data.root={missing}", "data.download=false", f"hydra.run.dir={tmp_path / 'r'}"
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert str(missing) in lines[0] and "data.root=" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_group_option_is_rejected_by_hydra(tmp_path):
+    result = run_train("schedule=nonexistent", f"hydra.run.dir={tmp_path / 'r'}")
+    assert result.returncode != 0
+    assert "nonexistent" in result.stderr and "schedule" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_train_on_real_cifar10_copy(cifar10_root, tmp_path):
+    run_dir = tmp_path / "cifar"
+    shrink = [o for o in TINY_TRAIN_OVERRIDES if not o.startswith(("experiment=", "img_size="))]
+    result = run_train(
+        f"data.root={cifar10_root}",
+        "data.download=false",
+        "trainer=cpu",
+        *shrink,
+        "img_size=16",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["global_step"] == 6 and metrics["val/loss"] > 0
+    config = (run_dir / ".hydra" / "config.yaml").read_text()
+    assert "CIFAR10DataModule" in config and "channels: 3" in config

@@ -1,0 +1,165 @@
+"""Tests for the composed Hydra config: the study's defaults and validate_train_config."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
+
+from diffusion_lab.cli import CONFIG_DIR
+from diffusion_lab.config import validate_train_config
+from diffusion_lab.errors import ConfigError
+
+
+def compose_train(*overrides):
+    """The real training config; output_dir is pinned so nothing needs Hydra's runtime."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(config_name="train", overrides=["output_dir=/tmp/x", *overrides])
+
+
+@pytest.fixture(scope="module")
+def default_cfg():
+    return compose_train()
+
+
+# --- the defaults are the study's Part 1 ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("T", 500),
+        ("beta_1", 1e-4),
+        ("beta_T", 0.028),
+        ("schedule.betas.T", 500),
+        ("schedule.betas.beta_1", 1e-4),
+        ("schedule.betas.beta_T", 0.028),
+        ("batch_size", 80),
+        ("data.batch_size", 80),
+        ("lr", 1e-4),
+        ("optimizer.lr", 1e-4),
+        ("epochs", 70),
+        ("trainer.max_epochs", 70),
+        ("img_size", 32),
+        ("model.img_size", 32),
+        ("model.ch", 128),
+        ("model.ch_mult", [1, 2, 2, 2]),
+        ("model.num_res_blocks", 2),
+        ("model.attn_resolutions", [16]),
+        ("model.dropout", 0.15),
+        ("w", 1.8),
+        ("sampler.w", 1.8),
+        ("p_uncond", 0.1),
+        ("module.p_uncond", 0.1),
+        ("callbacks.ema.decay", 0.9999),
+        ("lr_schedule.warmup_fraction", 0.1),
+        ("lr_schedule.peak_factor", 2.5),
+        ("trainer.gradient_clip_val", 1.0),
+    ],
+)
+def test_defaults_are_the_studys_part_1(default_cfg, key, expected):
+    value = OmegaConf.select(default_cfg, key)
+    if isinstance(expected, list):
+        assert OmegaConf.to_container(value) == expected
+    else:
+        assert value == pytest.approx(expected, rel=1e-12)
+        assert type(value) is type(expected)
+
+
+def test_default_groups(default_cfg):
+    assert default_cfg.data._target_ == "diffusion_lab.data.CIFAR10DataModule"
+    assert default_cfg.lr_schedule._target_ == "diffusion_lab.lit.lr_schedules.warmup_cosine"
+    assert default_cfg.schedule.betas._target_ == "diffusion_lab.diffusion.linear_betas"
+
+
+def test_top_level_override_reaches_the_schedule_by_interpolation():
+    cfg = compose_train("beta_T=0.02")
+    assert cfg.beta_T == 0.02
+    assert cfg.schedule.betas.beta_T == 0.02
+    assert compose_train("T=1000").schedule.betas.T == 1000
+
+
+# --- validation passes for the shipped configs -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        (),
+        ("experiment=quickstart",),
+        ("data=digits",),
+        ("lr_schedule=constant",),
+        ("p_uncond=0", "w=0"),
+    ],
+)
+def test_shipped_configs_pass(overrides):
+    validate_train_config(compose_train(*overrides))
+
+
+def test_quickstart_composes_as_documented():
+    cfg = compose_train("experiment=quickstart")
+    assert cfg.img_size == 16
+    assert cfg.model.img_size == 16
+    assert OmegaConf.to_container(cfg.model.ch_mult) == [1, 2]
+    assert cfg.data._target_ == "diffusion_lab.data.DigitsDataModule"
+    assert cfg.trainer.accelerator == "cpu"
+    assert cfg.callbacks.ema.decay == 0.995
+
+
+# --- validation rejects bad values with one line naming key and value -------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("beta_1=0", ["beta_1=0"]),
+        ("beta_1=-1e-4", ["beta_1=-0.0001"]),
+        ("beta_T=1.0", ["beta_T=1.0"]),
+        ("beta_1=0.05", ["beta_1=0.05", "beta_T=0.028"]),
+        ("T=1", ["T=1"]),
+        ("img_size=30", ["img_size=30", "multiple of 8"]),
+        ("img_size=0", ["img_size=0"]),
+        ("batch_size=0", ["batch_size=0"]),
+        ("batch_size=-4", ["batch_size=-4"]),
+        ("data.batch_size=0", ["data.batch_size=0"]),
+        ("epochs=0", ["epochs=0"]),
+        ("lr=0", ["lr=0"]),
+        ("p_uncond=1.0", ["p_uncond=1.0"]),
+        ("w=-1", ["w=-1"]),
+        ("callbacks.ema.decay=1.0", ["callbacks.ema.decay=1.0"]),
+    ],
+)
+def test_invalid_values_raise_one_line_config_error(override, expected):
+    cfg = compose_train(override)
+    with pytest.raises(ConfigError) as info:
+        validate_train_config(cfg)
+    message = str(info.value)
+    assert "\n" not in message
+    # The message starts with `key=value:`, then says what is allowed.
+    assert message.startswith(f"{expected[0]}:"), message
+    for fragment in expected:
+        assert fragment in message
+    assert len(message.split(":", 1)[1].strip()) > 0
+
+
+def test_batch_size_error_names_the_top_level_key_first():
+    # data.batch_size interpolates batch_size: the user's key is the one reported.
+    with pytest.raises(ConfigError, match=r"^batch_size=0:"):
+        validate_train_config(compose_train("batch_size=0"))
+
+
+# --- unknown group options fail at composition ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["schedule=nonexistent", "data=nonexistent", "model=nonexistent", "experiment=nonexistent"],
+)
+def test_unknown_group_option_fails_to_compose(override):
+    with pytest.raises((MissingConfigException, ConfigCompositionException)) as info:
+        compose_train(override)
+    group, option = override.split("=")
+    message = str(info.value)
+    assert option in message
+    assert group in message
