@@ -104,7 +104,8 @@ def test_quickstart_composes_as_documented():
     assert OmegaConf.to_container(cfg.model.ch_mult) == [1, 2]
     assert cfg.data._target_ == "diffusion_lab.data.DigitsDataModule"
     assert cfg.trainer.accelerator == "cpu"
-    assert cfg.callbacks.ema.decay == 0.995
+    assert cfg.callbacks.ema.warmup is True
+    assert cfg.trainer.precision == "bf16-mixed"
 
 
 # --- validation rejects bad values with one line naming key and value -------------------------

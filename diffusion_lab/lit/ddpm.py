@@ -1,8 +1,8 @@
 """The class-conditional DDPM as a LightningModule: training, validation and optimiser glue.
 
 The math lives in `diffusion_lab.diffusion`; this module only samples t, eps and label
-dropout, calls the loss and logs. EMA weights come from Lightning's EMAWeightAveraging
-callback, which swaps them in for validation and writes them as the checkpoint's state_dict.
+dropout, calls the loss and logs. EMA weights come from the WarmupEMA callback (Lightning's
+WeightAveraging), which swaps them in for validation and writes them as the checkpoint's state_dict.
 """
 
 from __future__ import annotations
