@@ -70,8 +70,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = final_metrics(trainer, time.perf_counter() - start)
     if trainer.is_global_zero:
         write_json(metrics, Path(cfg.output_dir) / "metrics.json")
+        # Lightning also writes these metrics as scalars at step 0: a prefix keeps them off the
+        # training curves of the same names.
+        final = {f"final/{k}": v for k, v in metrics.items()}
         for logger in trainer.loggers:
-            logger.log_hyperparams(hparams_table(run_config), metrics)
+            logger.log_hyperparams(hparams_table(run_config), final)
     return metrics
 
 

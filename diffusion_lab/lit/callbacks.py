@@ -12,6 +12,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import WeightAveraging
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -27,11 +28,16 @@ def tensorboard_writers(trainer: pl.Trainer) -> list[Any]:
     return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
 
 
+def uses_ema(trainer: pl.Trainer) -> bool:
+    """Whether a weight-averaging callback swaps averaged weights in for validation."""
+    return any(isinstance(cb, WeightAveraging) for cb in trainer.callbacks)
+
+
 class SampleGrid(pl.Callback):
     """Samples `per_class` images of every class from fixed noise and writes them as a grid.
 
     Runs after every `every_n_epochs`-th validation (where the EMA callback has swapped the
-    averaged weights in, so it must come before EMAWeightAveraging in the callback list) and
+    averaged weights in, so it must come before the EMA callback in the callback list) and
     once at the end of fit (after the EMA callback copied the averaged weights over).
     The noise is the same every time, so grids from different epochs are comparable.
     """
@@ -50,12 +56,20 @@ class SampleGrid(pl.Callback):
         self.per_class = per_class
         self.seed = seed
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        averaging = [i for i, cb in enumerate(trainer.callbacks) if isinstance(cb, WeightAveraging)]
+        if averaging and averaging[0] < trainer.callbacks.index(self):
+            raise ValueError(
+                "SampleGrid must come before the EMA callback in the callback list: it samples "
+                "at the end of validation, before the averaged weights are swapped back out"
+            )
+
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
         # The last epoch's grid would repeat the final one written in on_fit_end.
         if trainer.sanity_checking or epoch % self.every_n_epochs or epoch == trainer.max_epochs:
             return
-        self.write(trainer, pl_module, f"epoch_{epoch:04d}")
+        self.write(trainer, pl_module, f"step{trainer.global_step:07d}")
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.write(trainer, pl_module, "final")
@@ -68,7 +82,8 @@ class SampleGrid(pl.Callback):
         # Sample in the trainer's precision (e.g. bf16 autocast), as the network was trained.
         with trainer.precision_plugin.forward_context():
             images = self.sample(pl_module, datamodule.channels, datamodule.img_size)
-        title = f"{tag}, step {trainer.global_step}"
+        weights = "EMA weights" if uses_ema(trainer) else "live weights"
+        title = f"after {trainer.global_step} optimizer steps, {weights}"
         save_figure(
             class_grid_figure(images.cpu(), self.per_class, datamodule.class_names, title),
             self.output_dir / f"samples_{tag}.png",
@@ -149,8 +164,9 @@ class LossCurve(pl.Callback):
     def write(self, trainer: pl.Trainer) -> None:
         self._flush()
         if trainer.is_global_zero:
+            val_label = "validation (EMA weights)" if uses_ema(trainer) else "validation"
             fig = loss_curve_figure(
-                self.train_steps, self.train_losses, self.val_steps, self.val_losses
+                self.train_steps, self.train_losses, self.val_steps, self.val_losses, val_label
             )
             save_figure(fig, self.path)
 

@@ -61,6 +61,7 @@ def loss_curve_figure(
     train_losses: Sequence[float],
     val_steps: Sequence[int],
     val_losses: Sequence[float],
+    val_label: str = "validation",
 ) -> Figure:
     """Training loss per step (raw and smoothed) and validation loss, log scale."""
     fig = Figure(figsize=(7, 4))
@@ -78,7 +79,7 @@ def loss_curve_figure(
         )
         ax.plot(train_steps, smoothed, color="tab:blue", label=f"train (mean of {window})")
     if val_losses:
-        ax.plot(val_steps, val_losses, "o-", color="tab:orange", label="validation")
+        ax.plot(val_steps, val_losses, "o-", color="tab:orange", label=val_label)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("MSE on eps")
     ax.set_yscale("log")
