@@ -91,3 +91,27 @@ def test_train_on_real_cifar10_copy(cifar10_root, tmp_path):
     assert metrics["global_step"] == 6 and metrics["val/loss"] > 0
     config = (run_dir / ".hydra" / "config.yaml").read_text()
     assert "CIFAR10DataModule" in config and "channels: 3" in config
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_writes_once(tmp_path):
+    """`trainer=ddp` as users type it, on 2 CPU processes (gloo): one run folder, rank 0 writes."""
+    run_dir = tmp_path / "ddp"
+    shrink = [o for o in TINY_TRAIN_OVERRIDES if not o.startswith("experiment=")]
+    result = run_train(
+        "experiment=quickstart",
+        *shrink,
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.precision=32-true",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    # limit_train_batches=3 counts batches per process; both processes step together.
+    assert metrics["epochs"] == 2 and metrics["global_step"] == 6
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) >= 1
+    assert (run_dir / "samples_final.png").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["ddp"]

@@ -2,25 +2,39 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
+from diffusion_lab.data import DigitsDataModule
+from diffusion_lab.diffusion import NoiseSchedule, linear_betas
 from diffusion_lab.lit.checkpoint import load_ddpm
+from diffusion_lab.lit.ddpm import DDPMModule
+from diffusion_lab.lit.ema import WarmupEMA, warmup_decay
+from diffusion_lab.nets import UNet
 from diffusion_lab.train import train
 
 
 def tensorboard_tags(run_dir: Path) -> dict[str, list[str]]:
-    """Scalar and image tags over all event files in a run folder."""
-    tags: dict[str, list[str]] = {"scalars": [], "images": []}
+    """Scalar, image and HParams tags over all event files in a run folder."""
+    tags: dict[str, list[str]] = {"scalars": [], "images": [], "hparams": []}
     for events in run_dir.glob("events.out.tfevents.*"):
         accumulator = EventAccumulator(str(events), size_guidance={"images": 0})
         accumulator.Reload()
-        for kind in tags:
-            tags[kind] += accumulator.Tags()[kind]
+        tags["scalars"] += accumulator.Tags()["scalars"]
+        tags["images"] += accumulator.Tags()["images"]
+        # EventAccumulator does not surface the HParams plugin's summaries; read them raw.
+        for event in EventFileLoader(str(events)).Load():
+            values = event.summary.value
+            tags["hparams"] += [
+                v.tag for v in values if v.metadata.plugin_data.plugin_name == "hparams"
+            ]
     return tags
 
 
@@ -41,15 +55,18 @@ def test_short_run_writes_every_output(compose_train):
     assert json.loads((run / "metrics.json").read_text())["val/loss"] == pytest.approx(
         metrics["val/loss"]
     )
-    for name in ("loss_curve.png", "samples_epoch_0001.png", "samples_final.png"):
+    for name in ("loss_curve.png", "samples_step0000003.png", "samples_final.png"):
         assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     # The last epoch's grid is the final one, not written twice.
-    assert not (run / "samples_epoch_0002.png").exists()
-    assert {p.name for p in (run / "checkpoints").glob("*.ckpt")} >= {"last.ckpt", "epoch0001.ckpt"}
+    assert not (run / "samples_step0000006.png").exists()
+    checkpoints = {p.name for p in (run / "checkpoints").glob("*.ckpt")}
+    assert checkpoints == {"last.ckpt", "step0000003.ckpt", "step0000006.ckpt"}
     tags = tensorboard_tags(run)
     assert {"train/loss", "train/loss_epoch", "val/loss", "lr-AdamW"} <= set(tags["scalars"])
     assert any(tag.startswith("val/loss_t") for tag in tags["scalars"])
     assert "samples/per_class" in tags["images"]
+    assert "_hparams_/session_start_info" in tags["hparams"]
+    assert "final/val/loss" in tags["scalars"]
 
 
 def test_checkpoint_holds_ema_weights_and_rebuilds_alone(compose_train):
@@ -77,3 +94,73 @@ def test_resume_continues_from_last_checkpoint(compose_train, tmp_path):
     history = torch.load(Path(resumed.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
     loss_curve = next(v for k, v in history["callbacks"].items() if k.startswith("LossCurve"))
     assert loss_curve["train_steps"] == [1, 2, 3, 4, 5, 6]
+
+
+class LiveWeights(pl.Callback):
+    """Snapshots the live (non-averaged) weights after every optimizer step."""
+
+    def __init__(self) -> None:
+        self.snapshots: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.snapshots.append(
+            {k: v.detach().clone() for k, v in pl_module.net.state_dict().items()}
+        )
+
+
+def fit_tiny_with_ema(ema: WarmupEMA, steps: int) -> tuple[DDPMModule, LiveWeights]:
+    """Train a tiny DDPM for `steps` optimizer steps, recording the live weights."""
+    torch.manual_seed(0)
+    net = UNet(
+        in_channels=1, img_size=8, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=()
+    )
+    schedule = NoiseSchedule(linear_betas(10, 1e-4, 0.02))
+    module = DDPMModule(net, schedule, optimizer=functools.partial(torch.optim.AdamW, lr=1e-2))
+    data = DigitsDataModule(batch_size=8, img_size=8, channels=1, num_classes=10, val_size=10)
+    recorder = LiveWeights()
+    trainer = pl.Trainer(
+        max_steps=steps,
+        limit_val_batches=0,
+        callbacks=[ema, recorder],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        accelerator="cpu",
+    )
+    trainer.fit(module, datamodule=data)
+    return module, recorder
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_ema_follows_its_recurrence(warmup):
+    """e_1 = w_1, e_n = d_n e_(n-1) + (1 - d_n) w_n; the module ends with e_N (on_train_end).
+
+    d_n = decay, or min(decay, n / (9 + n)) with warmup (n - 1 updates averaged before step n).
+    """
+    decay, steps = 0.7, 5
+    module, recorder = fit_tiny_with_ema(WarmupEMA(decay=decay, warmup=warmup), steps)
+
+    expected = recorder.snapshots[0]
+    for n, live in enumerate(recorder.snapshots[1:], start=2):
+        d = min(decay, n / (9 + n)) if warmup else decay
+        expected = {k: d * expected[k] + (1 - d) * live[k] for k in expected}
+    assert len(recorder.snapshots) == steps
+    for name, value in module.net.state_dict().items():
+        torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert not torch.equal(module.net.conv_in.weight, recorder.snapshots[-1]["conv_in.weight"])
+
+
+def test_warmup_decay_ramps_to_the_configured_decay():
+    assert warmup_decay(0.9999, 1) == pytest.approx(2 / 11)
+    assert warmup_decay(0.9999, 990) == pytest.approx(0.991)
+    assert warmup_decay(0.9999, 10**6) == 0.9999
+    with pytest.raises(ValueError, match=r"decay=1\.0"):
+        WarmupEMA(decay=1.0)
+
+
+def test_sample_grid_placed_after_ema_is_refused(compose_train):
+    cfg = compose_train("trainer.fast_dev_run=true")
+    callbacks = dict(cfg.callbacks)
+    cfg.callbacks = {"ema": callbacks.pop("ema"), **callbacks}
+    with pytest.raises(ValueError, match="SampleGrid must come before the EMA callback"):
+        train(cfg)
