@@ -5,16 +5,29 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from hydra.core.hydra_config import HydraConfig
 
 from diffusion_lab.errors import UserFacingError
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 R = TypeVar("R")
+
+
+def remove_empty_run_dir() -> None:
+    """Delete the Hydra run folder of a job that stopped before writing anything of its own."""
+    if not HydraConfig.initialized():
+        return
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_only = {HydraConfig.get().output_subdir, f"{HydraConfig.get().job.name}.log"}
+    if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= hydra_only:
+        shutil.rmtree(run_dir)
 
 
 def report_user_errors(task: Callable[..., R]) -> Callable[..., R]:
@@ -25,6 +38,7 @@ def report_user_errors(task: Callable[..., R]) -> Callable[..., R]:
         try:
             return task(*args, **kwargs)
         except UserFacingError as err:
+            remove_empty_run_dir()
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
 

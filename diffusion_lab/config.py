@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab.errors import ConfigError
@@ -70,8 +71,18 @@ def validate_training(cfg: DictConfig) -> None:
         )
 
 
+def validate_accelerator(cfg: DictConfig) -> None:
+    """A GPU trainer on a machine without one fails here instead of deep inside Lightning."""
+    accelerator = cfg.trainer.get("accelerator")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        require(
+            False, "trainer.accelerator", accelerator, "no CUDA GPU is visible; use trainer=cpu"
+        )
+
+
 def validate_train_config(cfg: DictConfig) -> None:
     """Every check of the training config, cheapest first."""
     validate_schedule(cfg)
     validate_image_size(cfg)
     validate_training(cfg)
+    validate_accelerator(cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
@@ -164,3 +165,11 @@ def test_unknown_group_option_fails_to_compose(override):
     message = str(info.value)
     assert option in message
     assert group in message
+
+
+@pytest.mark.parametrize("overrides", [("trainer=gpu",), ("trainer=ddp", "trainer.devices=4")])
+def test_gpu_trainer_without_a_gpu_is_one_line(overrides, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError) as info:
+        validate_train_config(compose_train(*overrides))
+    assert str(info.value) == "trainer.accelerator='gpu': no CUDA GPU is visible; use trainer=cpu"

@@ -331,3 +331,14 @@ def test_real_cifar10_counts_and_mean(cifar10_root: Path) -> None:
     assert torch.allclose(mean, published, atol=1e-3)
     measured = torch.tensor([0.491400, 0.482158, 0.446531], dtype=torch.float64)  # the README's
     assert torch.allclose(mean, measured, atol=1e-6)
+
+
+def test_failed_download_removes_the_folders_it_created(tmp_path: Path, monkeypatch) -> None:
+    def offline_after_mkdir(url: str, download_root: str, md5: str) -> None:
+        Path(download_root).mkdir(parents=True)  # as torchvision does before fetching
+        raise URLError("no network")
+
+    monkeypatch.setattr(cifar_module, "download_and_extract_archive", offline_after_mkdir)
+    with pytest.raises(DataError):
+        ensure_cifar10(tmp_path / "data" / "cifar10", download=True)
+    assert list(tmp_path.iterdir()) == []

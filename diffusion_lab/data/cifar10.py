@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import shutil
 from http.client import HTTPException
 from pathlib import Path
 
@@ -91,12 +92,28 @@ def read_cifar10_split(batch_dir: Path, train: bool) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(data).reshape(-1, *_IMAGE_SHAPE), torch.from_numpy(labels)
 
 
+def _topmost_missing(path: Path) -> Path | None:
+    """The highest of `path` and its parents that does not exist yet, if any."""
+    missing = None
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
+
+
 def _try_download(root: Path) -> str | None:
-    """Download and extract the official archive into `root`; the failure reason, if any."""
+    """Download and extract the official archive into `root`; the failure reason, if any.
+
+    A failed attempt removes the folders it created, so an offline run leaves nothing behind.
+    """
+    created = _topmost_missing(root)
     try:
         download_and_extract_archive(CIFAR10_URL, download_root=str(root), md5=CIFAR10_TGZ_MD5)
     # URLError and socket errors are OSErrors; a checksum mismatch is a RuntimeError.
     except (OSError, HTTPException, RuntimeError) as err:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
         lines = str(err).strip().splitlines()
         return lines[0] if lines else type(err).__name__
     return None
