@@ -14,11 +14,11 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 
 from diffusion_lab.data import DigitsDataModule
 from diffusion_lab.diffusion import NoiseSchedule, linear_betas
-from diffusion_lab.lit.checkpoint import load_ddpm
+from diffusion_lab.lit.checkpoint import AtomicCheckpointIO, load_ddpm
 from diffusion_lab.lit.ddpm import DDPMModule
 from diffusion_lab.lit.ema import WarmupEMA, warmup_decay
 from diffusion_lab.nets import UNet
-from diffusion_lab.train import train
+from diffusion_lab.train import build_trainer, train
 
 
 def tensorboard_tags(run_dir: Path) -> dict[str, list[str]]:
@@ -164,3 +164,24 @@ def test_sample_grid_placed_after_ema_is_refused(compose_train):
     cfg.callbacks = {"ema": callbacks.pop("ema"), **callbacks}
     with pytest.raises(ValueError, match="SampleGrid must come before the EMA callback"):
         train(cfg)
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1}, target)
+
+    def crash_midway(obj, path):
+        Path(path).write_bytes(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash_midway)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2}, target)
+    assert torch.load(target, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_trainer_from_config_uses_the_atomic_writer(compose_train):
+    trainer = build_trainer(compose_train(), run_config={})
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)

@@ -1,12 +1,14 @@
-"""Rebuild a trained DDPM from a checkpoint alone, using the run config stored inside it."""
+"""Checkpoint files: atomic writes, and rebuilding a trained DDPM from a checkpoint alone."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from diffusion_lab.errors import UserFacingError
 from diffusion_lab.lit.callbacks import RUN_CONFIG_KEY
@@ -29,3 +31,25 @@ def load_ddpm(
     module = instantiate(config["module"])
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval(), config
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint beside its target under a temporary name, then renames it.
+
+    Lightning's own writer stages the file in the system temp folder and moves it, which is a
+    plain copy (not atomic) when that folder is on another filesystem. Local paths only.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            torch.save(checkpoint, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
