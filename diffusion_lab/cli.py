@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -14,6 +13,7 @@ from typing import Any, TypeVar
 from hydra.core.hydra_config import HydraConfig
 
 from diffusion_lab.errors import UserFacingError
+from diffusion_lab.files import atomic_path
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -46,10 +46,7 @@ def report_user_errors(task: Callable[..., R]) -> Callable[..., R]:
 
 
 def write_json(data: dict[str, Any], path: str | Path) -> Path:
-    """Write JSON to a temporary name, then rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Write `data` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return Path(path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,15 +10,14 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from diffusion_lab.files import atomic_path
+
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
-    """Write `fig` as PNG to a temporary name, then rename, so no reader sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
+    """Write `fig` as PNG, atomically."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+    return Path(path)
 
 
 def class_grid(images: Tensor, per_class: int, padding: int = 2) -> Tensor:
@@ -31,7 +29,7 @@ def class_grid_figure(
     images: Tensor, per_class: int, class_names: Sequence[str], title: str = ""
 ) -> Figure:
     """The per-class sample grid with each row labelled by its class name."""
-    grid = class_grid(images, per_class).permute(1, 2, 0)
+    grid = class_grid(images, per_class).permute(1, 2, 0).numpy()
     rows = len(images) // per_class
     cell = images.shape[-2] + 2
     fig = Figure(figsize=(1.0 + 0.6 * per_class, 0.6 * rows + 0.6))
