@@ -12,6 +12,11 @@ import pytest
 from tests.conftest import REPO_ROOT, TINY_TRAIN_OVERRIDES
 
 
+def shrink_except(*keys: str) -> list[str]:
+    """The shrinking overrides without the experiment choice and without `keys`."""
+    return [o for o in TINY_TRAIN_OVERRIDES if not o.startswith(("experiment=", *keys))]
+
+
 def run_train(*overrides: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
     """`python -m diffusion_lab.train OVERRIDES` with captured output."""
     return subprocess.run(
@@ -26,8 +31,9 @@ def run_train(*overrides: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedPro
 @pytest.mark.slow
 def test_quickstart_command_runs_and_writes_outputs(tmp_path):
     run_dir = tmp_path / "quickstart"
-    shrink = [o for o in TINY_TRAIN_OVERRIDES if not o.startswith("experiment=")]
-    result = run_train("experiment=quickstart", *shrink, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    result = run_train(
+        "experiment=quickstart", *shrink_except(), f"hydra.run.dir={run_dir}", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 6
     assert (run_dir / "samples_final.png").is_file()
@@ -77,12 +83,11 @@ def test_unknown_group_option_is_rejected_by_hydra(tmp_path):
 @pytest.mark.real_data
 def test_train_on_real_cifar10_copy(cifar10_root, tmp_path):
     run_dir = tmp_path / "cifar"
-    shrink = [o for o in TINY_TRAIN_OVERRIDES if not o.startswith(("experiment=", "img_size="))]
     result = run_train(
         f"data.root={cifar10_root}",
         "data.download=false",
         "trainer=cpu",
-        *shrink,
+        *shrink_except("img_size="),
         "img_size=16",
         f"hydra.run.dir={run_dir}",
         cwd=tmp_path,
@@ -98,10 +103,9 @@ def test_train_on_real_cifar10_copy(cifar10_root, tmp_path):
 def test_ddp_on_two_cpu_processes_writes_once(tmp_path):
     """`trainer=ddp` as users type it, on 2 CPU processes (gloo): one run folder, rank 0 writes."""
     run_dir = tmp_path / "ddp"
-    shrink = [o for o in TINY_TRAIN_OVERRIDES if not o.startswith("experiment=")]
     result = run_train(
         "experiment=quickstart",
-        *shrink,
+        *shrink_except(),
         "trainer=ddp",
         "trainer.accelerator=cpu",
         "trainer.devices=2",
@@ -121,12 +125,11 @@ def test_ddp_on_two_cpu_processes_writes_once(tmp_path):
 @pytest.mark.slow
 def test_multirun_sweep_over_a_top_level_key(tmp_path):
     sweep = tmp_path / "sweep"
-    shrink = [o for o in TINY_TRAIN_OVERRIDES if not o.startswith(("experiment=", "epochs="))]
     result = run_train(
         "--multirun",
         "beta_T=0.01,0.02",
         "experiment=quickstart",
-        *shrink,
+        *shrink_except("epochs="),
         "epochs=1",
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
