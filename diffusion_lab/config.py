@@ -74,10 +74,8 @@ def validate_training(cfg: DictConfig) -> None:
 def validate_accelerator(cfg: DictConfig) -> None:
     """A GPU trainer on a machine without one fails here instead of deep inside Lightning."""
     accelerator = cfg.trainer.get("accelerator")
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        require(
-            False, "trainer.accelerator", accelerator, "no CUDA GPU is visible; use trainer=cpu"
-        )
+    usable = accelerator not in ("gpu", "cuda") or torch.cuda.is_available()
+    require(usable, "trainer.accelerator", accelerator, "no CUDA GPU is visible; use trainer=cpu")
 
 
 def validate_train_config(cfg: DictConfig) -> None:
