@@ -24,8 +24,9 @@ def remove_empty_run_dir() -> None:
     """Delete the Hydra run folder of a job that stopped before writing anything of its own."""
     if not HydraConfig.initialized():
         return
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    hydra_only = {HydraConfig.get().output_subdir, f"{HydraConfig.get().job.name}.log"}
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    hydra_only = {hydra_cfg.output_subdir, f"{hydra_cfg.job.name}.log"}
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= hydra_only:
         shutil.rmtree(run_dir)
 

@@ -84,14 +84,13 @@ class SampleGrid(pl.Callback):
             images = self.sample(pl_module, datamodule.channels, datamodule.img_size)
         weights = "EMA weights" if uses_ema(trainer) else "live weights"
         title = f"after {trainer.global_step} optimizer steps, {weights}"
+        grid = class_grid(images, self.per_class)
         save_figure(
-            class_grid_figure(images.cpu(), self.per_class, datamodule.class_names, title),
+            class_grid_figure(grid, datamodule.class_names, title),
             self.output_dir / f"samples_{tag}.png",
         )
         for writer in tensorboard_writers(trainer):
-            writer.add_image(
-                "samples/per_class", class_grid(images, self.per_class), trainer.global_step
-            )
+            writer.add_image("samples/per_class", grid, trainer.global_step)
 
     def sample(self, pl_module: pl.LightningModule, channels: int, img_size: int) -> Tensor:
         """uint8 (num_classes * per_class, C, H, W), class-major."""

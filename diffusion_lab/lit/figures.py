@@ -20,24 +20,26 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     return Path(path)
 
 
-def class_grid(images: Tensor, per_class: int, padding: int = 2) -> Tensor:
+GRID_PADDING = 2
+
+
+def class_grid(images: Tensor, per_class: int) -> Tensor:
     """uint8 (K * per_class, C, H, W), class-major -> a uint8 (C, H', W') grid, a row per class."""
-    return make_grid(images, nrow=per_class, padding=padding, pad_value=255)
+    return make_grid(images, nrow=per_class, padding=GRID_PADDING, pad_value=255)
 
 
-def class_grid_figure(
-    images: Tensor, per_class: int, class_names: Sequence[str], title: str = ""
-) -> Figure:
-    """The per-class sample grid with each row labelled by its class name."""
-    grid = class_grid(images, per_class).permute(1, 2, 0).numpy()
-    rows = len(images) // per_class
-    cell = images.shape[-2] + 2
-    fig = Figure(figsize=(1.0 + 0.6 * per_class, 0.6 * rows + 0.6))
+def class_grid_figure(grid: Tensor, class_names: Sequence[str], title: str = "") -> Figure:
+    """A `class_grid` (one row per name in `class_names`) with each row labelled by its class."""
+    rows = len(class_names)
+    # make_grid lays out rows * (h + padding) + padding pixels.
+    cell = (grid.shape[-2] - GRID_PADDING) / rows
+    image = grid.permute(1, 2, 0).cpu().numpy()
+    columns = image.shape[1] / image.shape[0] * rows
+    fig = Figure(figsize=(1.0 + 0.6 * columns, 0.6 * rows + 0.6))
     ax = fig.subplots()
-    ax.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255)
-    ax.set_yticks(
-        [2 + cell * i + cell / 2 - 1 for i in range(rows)], labels=list(class_names)[:rows]
-    )
+    ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
+    centres = [GRID_PADDING + cell * i + (cell - GRID_PADDING) / 2 for i in range(rows)]
+    ax.set_yticks(centres, labels=list(class_names))
     ax.set_xticks([])
     ax.tick_params(length=0)
     for spine in ax.spines.values():
