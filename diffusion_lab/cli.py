@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 
 from diffusion_lab.errors import UserFacingError
 from diffusion_lab.files import atomic_path
@@ -21,7 +22,7 @@ R = TypeVar("R")
 
 
 def remove_empty_run_dir() -> None:
-    """Delete the Hydra run folder of a job that stopped before writing anything of its own."""
+    """Delete the Hydra run folder (and sweep folder) of a job that stopped before writing."""
     if not HydraConfig.initialized():
         return
     hydra_cfg = HydraConfig.get()
@@ -29,6 +30,11 @@ def remove_empty_run_dir() -> None:
     hydra_only = {hydra_cfg.output_subdir, f"{hydra_cfg.job.name}.log"}
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= hydra_only:
         shutil.rmtree(run_dir)
+    # A sweep that stops in its first job leaves nothing but Hydra's multirun.yaml behind.
+    sweep_dir = Path(hydra_cfg.sweep.dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN and sweep_dir.is_dir()
+    if multirun and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml"}:
+        shutil.rmtree(sweep_dir)
 
 
 def report_user_errors(task: Callable[..., R]) -> Callable[..., R]:

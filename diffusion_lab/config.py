@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import re
+from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from diffusion_lab.cli import CONFIG_DIR
+from diffusion_lab.diffusion import BETA_SCHEDULES
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.nets import check_unet_geometry
 
@@ -25,12 +32,63 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+# Top-level keys that reach the noise schedule by interpolation; a schedule may ignore some.
+SCHEDULE_KEYS = ("T", "beta_1", "beta_T")
+
+
+def schedule_name(cfg: DictConfig) -> str:
+    """The released name of the configured beta schedule (e.g. "cosine"), else its _target_."""
+    target = str(OmegaConf.select(cfg, "schedule.betas._target_", default="?"))
+    names = {fn.__name__: name for name, fn in BETA_SCHEDULES.items()}
+    return names.get(target.rsplit(".", 1)[-1], target)
+
+
+def used_schedule_keys(cfg: DictConfig) -> set[str]:
+    """The SCHEDULE_KEYS that the (unresolved) schedule node interpolates, e.g. `${beta_T}`."""
+    text = OmegaConf.to_yaml(cfg.schedule, resolve=False)
+    return set(re.findall(r"\$\{\s*(\w+)\s*\}", text)) & set(SCHEDULE_KEYS)
+
+
+@functools.cache
+def primary_defaults() -> dict[str, Any]:
+    """The top-level values written in conf/train.yaml (before any experiment or override)."""
+    primary = OmegaConf.load(Path(CONFIG_DIR) / "train.yaml")
+    return {key: primary.get(key) for key in SCHEDULE_KEYS}
+
+
+def validate_ignored_keys(cfg: DictConfig) -> None:
+    """A key set away from its default that the schedule ignores would make every job identical."""
+    name, used = schedule_name(cfg), used_schedule_keys(cfg)
+    for key in SCHEDULE_KEYS:
+        require(
+            key in used or cfg[key] == primary_defaults()[key],
+            key,
+            cfg[key],
+            f"schedule={name} does not use {key}; drop the override "
+            "(every job of a sweep would be identical)",
+        )
+
+
 def validate_schedule(cfg: DictConfig) -> None:
-    """T, beta_1 and beta_T of the linear schedule."""
+    """T, the betas the schedule uses, keys it ignores, then the betas it actually builds."""
     require(is_int(cfg.T) and cfg.T >= 2, "T", cfg.T, "must be an integer >= 2")
-    require(is_number(cfg.beta_1) and cfg.beta_1 > 0, "beta_1", cfg.beta_1, "must be a number > 0")
-    require(is_number(cfg.beta_T) and cfg.beta_T < 1, "beta_T", cfg.beta_T, "must be a number < 1")
-    require(cfg.beta_1 < cfg.beta_T, "beta_1", cfg.beta_1, f"must be < beta_T={cfg.beta_T!r}")
+    validate_ignored_keys(cfg)
+    used = used_schedule_keys(cfg)
+    if "beta_1" in used:
+        require(
+            is_number(cfg.beta_1) and cfg.beta_1 > 0, "beta_1", cfg.beta_1, "must be a number > 0"
+        )
+    if "beta_T" in used:
+        require(
+            is_number(cfg.beta_T) and cfg.beta_T < 1, "beta_T", cfg.beta_T, "must be a number < 1"
+        )
+    if {"beta_1", "beta_T"} <= used:
+        require(cfg.beta_1 < cfg.beta_T, "beta_1", cfg.beta_1, f"must be < beta_T={cfg.beta_T!r}")
+    try:
+        instantiate(cfg.schedule)
+    except InstantiationException as err:
+        cause = err.__cause__ if err.__cause__ is not None else err
+        raise ConfigError(f"schedule={schedule_name(cfg)}: {cause}") from None
 
 
 def validate_image_size(cfg: DictConfig) -> None:

@@ -1,15 +1,26 @@
 """Pure-torch diffusion math: schedules, forward process, loss, guidance and samplers."""
 
+from diffusion_lab.diffusion.betas import (
+    BETA_SCHEDULES,
+    cosine_betas,
+    linear_betas,
+    quadratic_betas,
+    sigmoid_betas,
+)
 from diffusion_lab.diffusion.guidance import drop_labels, guided_eps
 from diffusion_lab.diffusion.losses import eps_mse
 from diffusion_lab.diffusion.samplers import ancestral_sample
-from diffusion_lab.diffusion.schedules import NoiseSchedule, linear_betas
+from diffusion_lab.diffusion.schedules import NoiseSchedule
 
 __all__ = [
+    "BETA_SCHEDULES",
     "NoiseSchedule",
     "ancestral_sample",
+    "cosine_betas",
     "drop_labels",
     "eps_mse",
     "guided_eps",
     "linear_betas",
+    "quadratic_betas",
+    "sigmoid_betas",
 ]

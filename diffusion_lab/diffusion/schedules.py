@@ -3,7 +3,8 @@
 Conventions (Ho et al. 2020, "DDPM"): `t` is a 0-based index into the schedule, so
 `betas[0]` is beta_1 of the paper and `betas[T - 1]` is beta_T. `alpha_bars[t]` is the
 product of (1 - beta) over steps 0..t, i.e. the signal kept after t + 1 noising steps.
-Everything is computed in float64 and stored as float32 buffers.
+Everything is computed in float64 and stored as float32 buffers. The betas themselves come
+from the named schedules in `betas.py`.
 
 A named schedule never changes once released, so old results stay reproducible.
 """
@@ -12,11 +13,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-
-
-def linear_betas(T: int, beta_1: float, beta_T: float) -> Tensor:
-    """DDPM's linear schedule: beta_t = linspace(beta_1, beta_T, T), float64 of shape (T,)."""
-    return torch.linspace(beta_1, beta_T, T, dtype=torch.float64)
 
 
 def gather(coefficients: Tensor, t: Tensor, ndim: int) -> Tensor:

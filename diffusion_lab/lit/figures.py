@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -85,4 +85,27 @@ def loss_curve_figure(
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
+    return fig
+
+
+def schedule_figure(curves: Mapping[str, tuple[Tensor, Tensor]], title: str = "") -> Figure:
+    """beta(t), alpha_bar(t) and log-SNR(t) side by side; `curves` maps a label to
+    (betas, alpha_bars), each of shape (T,), t a 0-based index drawn as step t + 1."""
+    fig = Figure(figsize=(12, 3.4))
+    ax_beta, ax_abar, ax_snr = fig.subplots(1, 3)
+    for label, (betas, alpha_bars) in curves.items():
+        betas, alpha_bars = betas.double().cpu(), alpha_bars.double().cpu()
+        steps = torch.arange(1, len(betas) + 1)
+        ax_beta.plot(steps, betas, label=label)
+        ax_abar.plot(steps, alpha_bars, label=label)
+        ax_snr.plot(steps, torch.log(alpha_bars / (1.0 - alpha_bars)), label=label)
+    ax_beta.set_yscale("log")
+    panels = ((ax_beta, "beta_t"), (ax_abar, "alpha_bar_t"), (ax_snr, "log SNR_t"))
+    for ax, name in panels:
+        ax.set_xlabel("step t")
+        ax.set_title(name)
+        ax.grid(True, alpha=0.3)
+    if len(curves) > 1:
+        ax_snr.legend()
+    fig.suptitle(title, fontsize=9)
     return fig
