@@ -1,4 +1,4 @@
-"""Tests for the learning-rate schedules (warm-up + cosine, constant)."""
+"""Tests for the learning-rate schedules (warm-up + cosine, warm-up + linear, constant)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import math
 import pytest
 import torch
 
-from diffusion_lab.lit.lr_schedules import constant, warmup_cosine, warmup_cosine_factor
+from diffusion_lab.lit.lr_schedules import (
+    constant,
+    warmup_cosine,
+    warmup_cosine_factor,
+    warmup_linear,
+    warmup_linear_factor,
+)
 
 TOTAL = 1000
 WARMUP = 0.1
@@ -104,3 +110,51 @@ def test_warmup_cosine_respects_its_arguments():
 def test_constant_keeps_base_lr():
     lrs = run_lrs(constant, 50)
     assert lrs == pytest.approx([BASE_LR] * 51, rel=0, abs=0)
+
+
+# --- warm-up then linear decay ---------------------------------------------------------------
+
+
+def linear_factor(step, total=TOTAL):
+    return warmup_linear_factor(step, total, WARMUP, PEAK)
+
+
+def test_linear_shares_the_warmup_of_cosine():
+    warmup_steps = round(WARMUP * TOTAL)
+    for step in range(warmup_steps + 1):
+        assert linear_factor(step) == pytest.approx(factor(step), rel=1e-12)
+    assert linear_factor(warmup_steps) == pytest.approx(PEAK)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.25, 0.5, 0.75, 1.0])
+def test_linear_decay_values(fraction):
+    warmup_steps = round(WARMUP * TOTAL)
+    step = warmup_steps + round(fraction * (TOTAL - warmup_steps))
+    assert linear_factor(step) == pytest.approx(PEAK * (1.0 - fraction), abs=1e-12)
+
+
+def test_linear_decay_is_a_straight_line_to_zero_and_stays_there():
+    warmup_steps = round(WARMUP * TOTAL)
+    decay = [linear_factor(step) for step in range(warmup_steps, TOTAL + 1)]
+    slopes = [b - a for a, b in itertools.pairwise(decay)]
+    assert slopes == pytest.approx([-PEAK / (TOTAL - warmup_steps)] * len(slopes), rel=1e-9)
+    assert linear_factor(TOTAL + 50) == 0.0
+
+
+def test_warmup_linear_drives_optimizer():
+    total = 200
+    lrs = run_lrs(warmup_linear, total)
+    assert lrs[0] == pytest.approx(BASE_LR)
+    assert lrs[20] == pytest.approx(PEAK * BASE_LR)
+    assert lrs[110] == pytest.approx(PEAK * BASE_LR / 2)
+    assert lrs[total] == pytest.approx(0.0, abs=1e-15)
+
+
+def test_linear_lr_schedule_config_builds_warmup_linear(compose_train):
+    from hydra.utils import instantiate
+
+    cfg = compose_train("lr_schedule=linear")
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=BASE_LR)
+    scheduler = instantiate(cfg.lr_schedule)(optimizer, 100)
+    assert scheduler.lr_lambdas[0](55) == pytest.approx(warmup_linear_factor(55, 100, 0.1, 2.5))

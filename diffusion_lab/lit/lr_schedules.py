@@ -17,15 +17,35 @@ def constant(optimizer: Optimizer, total_steps: int) -> LambdaLR:
     return LambdaLR(optimizer, lambda step: 1.0)
 
 
+def warmup_factor(step: int, warmup_steps: int, peak_factor: float) -> float:
+    """Multiplier during warm-up: linear from 1 at step 0 up to peak_factor at warmup_steps."""
+    return 1.0 + (peak_factor - 1.0) * step / warmup_steps
+
+
+def decay_progress(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Fraction of the decay phase done at `step`: 0 at the end of warm-up, 1 from total_steps."""
+    return min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+
+
 def warmup_cosine_factor(
     step: int, total_steps: int, warmup_fraction: float, peak_factor: float
 ) -> float:
     """Multiplier of the base rate: linear from 1 up to peak_factor, then a cosine down to 0."""
     warmup_steps = max(1, round(warmup_fraction * total_steps))
     if step < warmup_steps:
-        return 1.0 + (peak_factor - 1.0) * step / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return warmup_factor(step, warmup_steps, peak_factor)
+    progress = decay_progress(step, total_steps, warmup_steps)
     return peak_factor * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_linear_factor(
+    step: int, total_steps: int, warmup_fraction: float, peak_factor: float
+) -> float:
+    """Multiplier of the base rate: linear from 1 up to peak_factor, then linear down to 0."""
+    warmup_steps = max(1, round(warmup_fraction * total_steps))
+    if step < warmup_steps:
+        return warmup_factor(step, warmup_steps, peak_factor)
+    return peak_factor * (1.0 - decay_progress(step, total_steps, warmup_steps))
 
 
 def warmup_cosine(
@@ -36,4 +56,14 @@ def warmup_cosine(
     return LambdaLR(
         optimizer,
         lambda step: warmup_cosine_factor(step, total_steps, warmup_fraction, peak_factor),
+    )
+
+
+def warmup_linear(
+    optimizer: Optimizer, total_steps: int, warmup_fraction: float = 0.1, peak_factor: float = 2.5
+) -> LambdaLR:
+    """The same warm-up as `warmup_cosine`, then a linear decay to zero at the last step."""
+    return LambdaLR(
+        optimizer,
+        lambda step: warmup_linear_factor(step, total_steps, warmup_fraction, peak_factor),
     )
