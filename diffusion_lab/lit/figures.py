@@ -109,3 +109,54 @@ def schedule_figure(curves: Mapping[str, tuple[Tensor, Tensor]], title: str = ""
         ax_snr.legend()
     fig.suptitle(title, fontsize=9)
     return fig
+
+
+def sweep_grid_figure(
+    rows: Sequence[tuple[str, Tensor]], class_names: Sequence[str], title: str = ""
+) -> Figure:
+    """One panel per job: `rows` holds (label, uint8 (n * K, C, H, W) images, one column per
+    class); panels of different image sizes are drawn at the same width."""
+    columns = len(class_names)
+    per_class = max(len(images) // columns for _, images in rows)
+    fig = Figure(figsize=(1.8 + 0.7 * columns, (0.7 * per_class + 0.25) * len(rows) + 0.6))
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    for i, (ax, (label, images)) in enumerate(zip(axes, rows, strict=True)):
+        grid = make_grid(images, nrow=columns, padding=GRID_PADDING, pad_value=255)
+        ax.imshow(grid.permute(1, 2, 0).cpu().numpy(), vmin=0, vmax=255)
+        cell = (grid.shape[-1] - GRID_PADDING) / columns
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+        ax.set_xticks([GRID_PADDING / 2 + cell * (c + 0.5) for c in range(columns)])
+        ax.set_xticklabels(list(class_names) if i == 0 else [], fontsize=7)
+        ax.xaxis.set_ticks_position("top")
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+LossHistory = tuple[Sequence[int], Sequence[float], Sequence[int], Sequence[float]]
+
+
+def loss_overlay_figure(curves: Mapping[str, LossHistory]) -> Figure:
+    """Each job's smoothed training loss (line) and validation loss (dots) in one log plot;
+    `curves` maps a label to (train_steps, train_losses, val_steps, val_losses)."""
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    for i, (label, (steps, losses, val_steps, val_losses)) in enumerate(curves.items()):
+        color = f"C{i % 10}"
+        if losses:
+            window = max(1, len(losses) // 50)
+            smoothed = moving_average(torch.tensor(losses, dtype=torch.float64), window)
+            ax.plot(
+                steps, smoothed.tolist(), color=color, label=f"{label} (train, mean of {window})"
+            )
+        if val_losses:
+            ax.plot(val_steps, val_losses, "o--", color=color, markersize=3, label=f"{label} (val)")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("MSE on eps")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig

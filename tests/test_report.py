@@ -1,0 +1,144 @@
+"""`python -m diffusion_lab.report`: identical noise per row, the files it writes, bad input.
+
+A fake sweep is built in seconds: tiny untrained DDPMs saved as checkpoints with their run
+config, Hydra's `.hydra/` files, metrics.json and a few TensorBoard scalars per job.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch.utils.tensorboard import SummaryWriter
+
+from diffusion_lab import report
+from diffusion_lab.lit.callbacks import RUN_CONFIG_KEY
+from tests.conftest import REPO_ROOT
+
+
+def write_job(job: Path, cfg, overrides: list[str], kind: str = "train", finished: bool = True):
+    """One Hydra job folder as `train` leaves it (or, unfinished, as it is mid-run)."""
+    (job / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(overrides), job / ".hydra" / "overrides.yaml")
+    OmegaConf.save(
+        OmegaConf.create({"hydra": {"job": {"name": kind}}}), job / ".hydra" / "hydra.yaml"
+    )
+    if not finished:
+        return
+    config = OmegaConf.to_container(cfg, resolve=True)
+    module = instantiate(cfg.module)
+    (job / "checkpoints").mkdir()
+    torch.save({"state_dict": module.state_dict(), RUN_CONFIG_KEY: config}, job / report.FINAL_CKPT)
+    (job / "metrics.json").write_text(json.dumps({"val/loss": 0.5, "global_step": 3}))
+    with SummaryWriter(log_dir=str(job)) as writer:
+        for step in range(3):
+            writer.add_scalar("train/loss", 1.0 / (step + 1), step)
+        writer.add_scalar("val/loss", 0.5, 2)
+
+
+@pytest.fixture
+def fake_sweep(tmp_path, compose_train):
+    """Jobs 0 and 1 differ in beta_T (img_size 8), job 2 in img_size (16), job 3 unfinished."""
+    sweep = tmp_path / "sweep"
+    jobs = [
+        ("beta_T=0.01", "img_size=8"),
+        ("beta_T=0.02", "img_size=8"),
+        ("beta_T=0.02", "img_size=16"),
+    ]
+    for num, overrides in enumerate(jobs):
+        cfg = compose_train(*overrides)
+        write_job(sweep / str(num), cfg, ["experiment=quickstart", *overrides])
+    write_job(sweep / "3", cfg, ["experiment=quickstart", "beta_T=0.03"], finished=False)
+    return sweep
+
+
+def test_every_row_gets_the_same_noise_labels_and_seed(fake_sweep, monkeypatch, capsys):
+    calls = []
+
+    def spy_factory(config):
+        sampler = instantiate(config["sampler"])
+
+        def spy(net, schedule, x_T, labels, generator, **kwargs):
+            calls.append((x_T.clone(), labels.clone(), generator.get_state().clone()))
+            return sampler(net, schedule, x_T, labels, generator, **kwargs)
+
+        return spy
+
+    monkeypatch.setattr(report, "build_sampler", spy_factory)
+    report.main([str(fake_sweep), "--per-class", "2", "--seed", "7"])
+    assert len(calls) == 3
+    (x0, y0, g0), (x1, y1, g1), (x2, y2, g2) = calls
+    assert torch.equal(x0, x1) and torch.equal(y0, y1) and torch.equal(g0, g1)
+    assert torch.equal(y0, y2) and y0.tolist() == list(range(10)) * 2
+    # img_size 16: noise of its own shape, drawn the same way from the same seed.
+    assert x0.shape == (20, 1, 8, 8) and x2.shape == (20, 1, 16, 16)
+    expected = torch.randn(x2.shape, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(x2, expected)
+    assert "skipping" in capsys.readouterr().err  # job 3 is unfinished
+
+
+def test_writes_grid_loss_overlay_table_and_tensorboard(fake_sweep):
+    report.main([str(fake_sweep)])
+    for name in ("report_grid.png", "report_loss.png", "report.md"):
+        assert (fake_sweep / name).stat().st_size > 0
+    table = (fake_sweep / "report.md").read_text()
+    # Rows are labelled with the overrides that differ between jobs.
+    for label in ("beta_T=0.01 img_size=8", "beta_T=0.02 img_size=8", "beta_T=0.02 img_size=16"):
+        assert f"| `{label}` | 3 | 0.5 |" in table
+    assert "experiment=quickstart" not in table
+    assert list((fake_sweep / "report").glob("events.out.tfevents.*"))
+    assert not list(fake_sweep.glob(".*.tmp"))
+
+
+def test_row_labels_keep_only_what_differs():
+    assert report.row_labels([["a=1", "b=2"], ["a=1", "b=3"]]) == ["b=2", "b=3"]
+    assert report.row_labels([["a=1"]]) == ["a=1"]
+    assert report.row_labels([[], []]) == ["(defaults)", "(defaults)"]
+
+
+def run_report(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "diffusion_lab.report", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_empty_folder_is_one_line(tmp_path):
+    assert "no job folders" in one_error_line(run_report(str(tmp_path)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_folder_is_one_line(tmp_path):
+    assert "no such folder" in one_error_line(run_report(str(tmp_path / "nowhere")))
+
+
+def test_no_finished_job_is_one_line_and_writes_nothing(tmp_path, compose_train):
+    cfg = compose_train()
+    write_job(tmp_path / "0", cfg, ["beta_T=0.01"], finished=False)
+    result = run_report(str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "none of its 1 job(s) has finished" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0"]
+
+
+def test_unknown_kind_of_sweep_is_one_line(tmp_path, compose_train):
+    write_job(tmp_path / "0", compose_train(), ["lr=0.1"], kind="mystery", finished=False)
+    line = one_error_line(run_report(str(tmp_path)))
+    assert "jobs of mystery; a report exists for train" in line
