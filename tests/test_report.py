@@ -78,8 +78,9 @@ def test_every_row_gets_the_same_noise_labels_and_seed(fake_sweep, monkeypatch, 
     assert torch.equal(y0, y2) and y0.tolist() == list(range(10)) * 2
     # img_size 16: noise of its own shape, drawn the same way from the same seed.
     assert x0.shape == (20, 1, 8, 8) and x2.shape == (20, 1, 16, 16)
-    expected = torch.randn(x2.shape, generator=torch.Generator().manual_seed(7))
-    assert torch.equal(x2, expected)
+    generator = torch.Generator().manual_seed(7)
+    assert torch.equal(x2, torch.randn(x2.shape, generator=generator))
+    assert torch.equal(g2, generator.get_state())  # the sampler continues that generator
     assert "skipping" in capsys.readouterr().err  # job 3 is unfinished
 
 
@@ -142,3 +143,29 @@ def test_unknown_kind_of_sweep_is_one_line(tmp_path, compose_train):
     write_job(tmp_path / "0", compose_train(), ["lr=0.1"], kind="mystery", finished=False)
     line = one_error_line(run_report(str(tmp_path)))
     assert "jobs of mystery; a report exists for train" in line
+
+
+@pytest.mark.slow
+def test_multirun_then_report_on_the_sweep(tmp_path):
+    """A two-job sweep as users type it (shrunk), then `report` on its folder."""
+    from tests.test_commands import run_train, shrink_except
+
+    sweep = tmp_path / "sweep"
+    result = run_train(
+        "--multirun",
+        "beta_T=0.01,0.02",
+        "experiment=quickstart",
+        *shrink_except("epochs="),
+        "epochs=1",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job in ("0", "1"):
+        assert (sweep / job / "schedule.png").is_file()
+        assert (sweep / job / report.FINAL_CKPT).is_file()
+    result = run_report(str(sweep), "--per-class", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = (sweep / "report.md").read_text()
+    assert "| `beta_T=0.01` |" in table and "| `beta_T=0.02` |" in table
+    assert (sweep / "report_grid.png").is_file() and (sweep / "report_loss.png").is_file()
