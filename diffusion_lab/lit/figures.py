@@ -106,7 +106,7 @@ def schedule_figure(curves: Mapping[str, tuple[Tensor, Tensor]], title: str = ""
         ax.set_title(name)
         ax.grid(True, alpha=0.3)
     if len(curves) > 1:
-        ax_snr.legend()
+        ax_snr.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
     fig.suptitle(title, fontsize=9)
     return fig
 
