@@ -7,6 +7,7 @@ config, Hydra's `.hydra/` files, metrics.json and a few TensorBoard scalars per 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -147,20 +148,21 @@ def test_unknown_kind_of_sweep_is_one_line(tmp_path, compose_train):
 
 @pytest.mark.slow
 def test_multirun_then_report_on_the_sweep(tmp_path):
-    """A two-job sweep as users type it (shrunk), then `report` on its folder."""
+    """A two-job sweep as users type it (shrunk) into Hydra's default multirun/DATE/TIME/ of
+    the working folder, then `report` on that folder."""
     from tests.test_commands import run_train, shrink_except
 
-    sweep = tmp_path / "sweep"
     result = run_train(
         "--multirun",
         "beta_T=0.01,0.02",
         "experiment=quickstart",
         *shrink_except("epochs="),
         "epochs=1",
-        f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    [sweep] = (tmp_path / "multirun").glob("*/*")
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}", f"{sweep.parent.name}/{sweep.name}")
     for job in ("0", "1"):
         assert (sweep / job / "schedule.png").is_file()
         assert (sweep / job / report.FINAL_CKPT).is_file()
