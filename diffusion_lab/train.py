@@ -31,7 +31,14 @@ def hparams_table(run_config: dict[str, Any]) -> dict[str, Any]:
     params.update({f"model/{k}": v for k, v in run_config["model"].items() if k != "_target_"})
     if HydraConfig.initialized():
         choices = HydraConfig.get().runtime.choices
-        params.update({f"group/{k}": v for k, v in choices.items() if not k.startswith("hydra")})
+        # A list choice (`experiment=[quickstart,part3_beta_T]`) would be dropped from HParams.
+        params.update(
+            {
+                f"group/{k}": v if v is None or isinstance(v, str) else ",".join(map(str, v))
+                for k, v in choices.items()
+                if not k.startswith("hydra")
+            }
+        )
     params.pop("output_dir", None)
     return params
 
