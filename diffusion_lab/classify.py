@@ -43,18 +43,23 @@ def resolve_mode(cfg: DictConfig) -> None:
         cfg.mode = "augmented" if cfg.synthetic is not None else "real"
 
 
+def logged_scalars(trainer: pl.Trainer) -> dict[str, float]:
+    """The trainer's latest train/, val/ and test/ scalars (trainer.test replaces the others)."""
+    return {
+        k: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if k.startswith(("train/", "val/", "test/"))
+    }
+
+
 def final_metrics(
     trainer: pl.Trainer,
     module: ClassifierModule,
     datamodule: ClassificationDataModule,
     cfg: DictConfig,
 ) -> dict[str, Any]:
-    """Test accuracy (overall and per class), the last validation scalars and the run's data."""
-    metrics: dict[str, Any] = {
-        k: float(v)
-        for k, v in trainer.callback_metrics.items()
-        if k.startswith(("train/", "val/", "test/"))
-    }
+    """Test accuracy (overall and per class) and the run's data; call right after trainer.test."""
+    metrics: dict[str, Any] = logged_scalars(trainer)
     per_class = module.test_results["per_class_acc"].tolist()
     metrics["test/per_class_acc"] = dict(zip(datamodule.class_names, per_class, strict=True))
     metrics.update(
@@ -92,8 +97,9 @@ def classify(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg, run_config)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
+    fit_metrics = logged_scalars(trainer)
     trainer.test(module, datamodule=datamodule, verbose=False)
-    metrics = final_metrics(trainer, module, datamodule, cfg)
+    metrics = fit_metrics | final_metrics(trainer, module, datamodule, cfg)
     metrics["wall_time_s"] = time.perf_counter() - start
     if trainer.is_global_zero:
         write_json(metrics, Path(cfg.output_dir) / "metrics.json")

@@ -57,6 +57,7 @@ def test_classifier_learns_digits_well_above_chance_and_writes_outputs(tmp_path)
     assert set(metrics["test/per_class_acc"]) == {str(i) for i in range(10)}
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["test/acc"] == pytest.approx(metrics["test/acc"])
+    assert saved["val/acc"] > 0.8 and saved["train/loss_epoch"] > 0
     for name in ("confusion_matrix.png", "loss_curve.png"):
         assert (run / name).read_bytes()[:4] == b"\x89PNG"
     assert list(run.glob("events.out.tfevents.*"))

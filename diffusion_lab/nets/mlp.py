@@ -46,7 +46,7 @@ class MLP(nn.Module):
         dropout: float = 0.0,
         activation: str = "relu",
         whitening: str = "standardize",
-        zca_eps: float = 1e-2,
+        zca_eps: float = 0.1,
     ) -> None:
         super().__init__()
         if norm not in NORMS:
