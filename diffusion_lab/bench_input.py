@@ -99,7 +99,7 @@ def in_memory_row(images: torch.Tensor, labels: torch.Tensor, batch_size: int, c
 
 def baseline_row(images: torch.Tensor, labels: torch.Tensor, batch_size: int, count: int) -> Row:
     """torchvision-style per-sample loading with ToTensor."""
-    dataset = PerSampleImages(images.permute(0, 2, 3, 1).numpy(), labels.numpy())
+    dataset = PerSampleImages(images.permute(0, 2, 3, 1).contiguous().numpy(), labels.numpy())
     loader = DataLoader(dataset, batch_size, shuffle=True, drop_last=True)
     return time_batches(BASELINE, epochs_of(loader, count), lambda b: None, count)
 
