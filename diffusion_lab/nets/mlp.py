@@ -79,7 +79,6 @@ class MLP(nn.Module):
         """Fit the input transform on float training images x (N, *in_shape), as fed to forward."""
         if self.whitening == "none":
             return
-        flat = x.reshape(len(x), -1).double()
         if self.whitening == "standardize":
             # One mean and std per channel (the leading dim of in_shape), spread over its pixels.
             per_channel = x.reshape(len(x), self.in_shape[0], -1).double().transpose(0, 1)
@@ -88,9 +87,10 @@ class MLP(nn.Module):
             self.mean.copy_(mean.repeat_interleave(self.in_features // self.in_shape[0]))
             self.scale.copy_((1.0 / std).repeat_interleave(self.in_features // self.in_shape[0]))
             return
+        flat = x.reshape(len(x), -1).double()
         mean = flat.mean(0)
-        centred = flat - mean
-        covariance = centred.T @ centred / (len(flat) - 1)
+        flat -= mean
+        covariance = flat.T @ flat / (len(flat) - 1)
         eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
         # W = U diag(1 / sqrt(lambda + eps)) U^T: decorrelates the pixels, stays close to the
         # image basis; eps keeps the noise directions (tiny lambda) from being blown up.
