@@ -163,8 +163,10 @@ def main(argv: list[str] | None = None) -> None:
     for row in rows:
         row.ratio = row.images_per_s / rows[0].images_per_s
     threads = torch.get_num_threads()
-    print(f"CPU, {threads} threads; {args.images} images 32x32x3, batch {args.batch_size}, ")
-    print(f"{args.epochs} epochs = {full} batches (baseline timed on {rows[0].batches})")
+    print(
+        f"CPU, {threads} threads; {args.images} images 32x32x3, batch {args.batch_size}, "
+        f"{args.epochs} epochs = {full} batches (baseline timed on {rows[0].batches})"
+    )
     print(format_table(rows))
     share = rows[1].ms_per_batch / (rows[1].ms_per_batch + rows[2].ms_per_batch)
     print(f"input share of an in-memory training step: {100 * share:.1f} %")

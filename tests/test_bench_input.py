@@ -9,10 +9,8 @@ from diffusion_lab.bench_input import BASELINE, main
 
 def test_bench_input_writes_rows_with_ratios_to_the_baseline(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    main(
-        ["--images", "256", "--epochs", "2", "--baseline-batches", "3", "--step-batches", "2"]
-        + ["--json", str(out)]
-    )
+    sizes = ["--images", "256", "--epochs", "2", "--baseline-batches", "3", "--step-batches", "2"]
+    main([*sizes, "--json", str(out)])
     report = json.loads(out.read_text())
     cases = [row["case"] for row in report["rows"]]
     assert cases[0] == BASELINE and cases[1] == "in-memory tensors" and "MLP step" in cases[2]
