@@ -16,6 +16,7 @@ from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.diffusion import BETA_SCHEDULES
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.nets import check_unet_geometry
+from diffusion_lab.nets.mlp import ACTIVATIONS, NORMS, WHITENINGS
 
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -141,4 +142,48 @@ def validate_train_config(cfg: DictConfig) -> None:
     validate_schedule(cfg)
     validate_image_size(cfg)
     validate_training(cfg)
+    validate_accelerator(cfg)
+
+
+CLASSIFY_MODES = ("auto", "real", "augmented", "synthetic")
+
+
+def require_optional_count(cfg: DictConfig, key: str) -> None:
+    """A key that is null (use everything) or a positive integer."""
+    value = OmegaConf.select(cfg, key)
+    require(value is None or (is_int(value) and value > 0), key, value, "must be null or > 0")
+
+
+def validate_classify_config(cfg: DictConfig, swept_modes: tuple[str, ...] = ()) -> None:
+    """Every check of the classifier config, cheapest first.
+
+    `swept_modes` are the modes the other jobs of this sweep will run: a missing generated set
+    fails the first job, not the first job that needs it.
+    """
+    require(cfg.mode in CLASSIFY_MODES, "mode", cfg.mode, f"must be one of {CLASSIFY_MODES}")
+    for mode in (cfg.mode, *swept_modes):
+        require(
+            cfg.synthetic is not None or mode not in ("augmented", "synthetic"),
+            "synthetic",
+            cfg.synthetic,
+            f"mode={mode} needs a generated set: synthetic=PATH",
+        )
+    for key in ("batch_size", "epochs", "img_size"):
+        value = cfg[key]
+        require(is_int(value) and value > 0, key, value, "must be a positive integer")
+    for key in ("generated_per_class", "real_per_class"):
+        require_optional_count(cfg, key)
+    require(is_number(cfg.lr) and cfg.lr > 0, "lr", cfg.lr, "must be a number > 0")
+    smoothing = cfg.label_smoothing
+    require(is_number(smoothing) and 0 <= smoothing < 1, "label_smoothing", smoothing, "in [0, 1)")
+    padding = cfg.crop_padding
+    require(is_int(padding) and padding >= 0, "crop_padding", padding, "must be an integer >= 0")
+    widths = cfg.model.get("widths", [])
+    ok = all(is_int(w) and w > 0 for w in widths)
+    require(ok, "model.widths", list(widths), "must be positive integers")
+    for key, allowed in (("norm", NORMS), ("activation", ACTIVATIONS), ("whitening", WHITENINGS)):
+        value = cfg.model.get(key, next(iter(allowed)))
+        require(value in allowed, f"model.{key}", value, f"must be one of {', '.join(allowed)}")
+    dropout = cfg.model.get("dropout", 0.0)
+    require(is_number(dropout) and 0 <= dropout < 1, "model.dropout", dropout, "in [0, 1)")
     validate_accelerator(cfg)

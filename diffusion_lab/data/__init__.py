@@ -1,6 +1,13 @@
 """Datasets as in-memory uint8 tensors and their LightningDataModules."""
 
+from diffusion_lab.data.classification import ClassificationDataModule
 from diffusion_lab.data.modules import CIFAR10DataModule, DigitsDataModule, ImageDataModule
 from diffusion_lab.data.tensors import InMemoryImages
 
-__all__ = ["CIFAR10DataModule", "DigitsDataModule", "ImageDataModule", "InMemoryImages"]
+__all__ = [
+    "CIFAR10DataModule",
+    "ClassificationDataModule",
+    "DigitsDataModule",
+    "ImageDataModule",
+    "InMemoryImages",
+]

@@ -103,3 +103,18 @@ def split_train_val(
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = order[:val_size], order[val_size:]
     return (images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx])
+
+
+def random_crop(x: Tensor, padding: int, generator: torch.Generator | None = None) -> Tensor:
+    """Zero-pad a batch (N, C, H, W) by `padding` and cut each sample at its own random offset."""
+    if padding == 0:
+        return x
+    n, _, h, w = x.shape
+    device = generator.device if generator is not None else x.device
+    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator, device=device)
+    rows = (offsets[0, :, None] + torch.arange(h, device=device)).to(x.device)
+    cols = (offsets[1, :, None] + torch.arange(w, device=device)).to(x.device)
+    padded = F.pad(x, (padding,) * 4).permute(0, 2, 3, 1)
+    # One gather over the whole batch: sample i takes rows[i] x cols[i] of its padded image.
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    return padded[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)

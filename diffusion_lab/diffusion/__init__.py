@@ -9,7 +9,7 @@ from diffusion_lab.diffusion.betas import (
 )
 from diffusion_lab.diffusion.guidance import drop_labels, guided_eps
 from diffusion_lab.diffusion.losses import eps_mse
-from diffusion_lab.diffusion.samplers import ancestral_sample
+from diffusion_lab.diffusion.samplers import ancestral_sample, ddim_sample
 from diffusion_lab.diffusion.schedules import NoiseSchedule
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "NoiseSchedule",
     "ancestral_sample",
     "cosine_betas",
+    "ddim_sample",
     "drop_labels",
     "eps_mse",
     "guided_eps",

@@ -69,3 +69,75 @@ def ancestral_sample(
                 x.shape, device=x.device, dtype=x.dtype, generator=generator
             )
     return x
+
+
+Spacing = Literal["uniform", "quadratic"]
+
+
+def ddim_timesteps(T: int, steps: int, spacing: Spacing = "uniform") -> list[int]:
+    """The 0-based indices DDIM visits, descending from T - 1 (its first step) to 0 (steps > 1).
+
+    "uniform": round(linspace(T - 1, 0, steps)), e.g. T=10, steps=4 -> [9, 6, 3, 0]; steps=T
+    visits every index, steps=1 only T - 1. "quadratic" (DDIM appendix D.2): round((T - 1) *
+    (i / (steps - 1))^2), pushed up where needed so the indices stay distinct; denser near t=0.
+    """
+    if not 1 <= steps <= T:
+        raise ValueError(f"steps={steps}: DDIM needs 1 <= steps <= T={T}")
+    if spacing == "uniform":
+        return torch.linspace(T - 1, 0, steps, dtype=torch.float64).round().long().tolist()
+    if spacing != "quadratic":
+        raise ValueError(f"spacing={spacing!r}: expected 'uniform' or 'quadratic'")
+    ascending: list[int] = []
+    for i in range(steps):
+        t = round((T - 1) * (i / max(steps - 1, 1)) ** 2) if steps > 1 else T - 1
+        ascending.append(max(t, ascending[-1] + 1) if ascending else t)
+    return ascending[::-1]
+
+
+@torch.no_grad()
+def ddim_sample(
+    net: nn.Module,
+    schedule: NoiseSchedule,
+    x_T: Tensor,
+    labels: Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    w: float,
+    null_label: int,
+    steps: int,
+    eta: float = 0.0,
+    clip_x0: bool = True,
+    spacing: Spacing = "uniform",
+    progress: Progress | None = None,
+) -> Tensor:
+    """DDIM sampling (Song et al. 2021, eq. 12) over `steps` of the T indices, with guidance.
+
+    eta=0 is deterministic given x_T; eta=1 with steps=T is DDPM ancestral sampling with the
+    posterior variance. x_T: (B, C, H, W); labels: (B,). Returns x_0 (in [-1, 1] when clip_x0).
+    """
+    if eta < 0:
+        raise ValueError(f"eta={eta}: must be >= 0")
+    visited = ddim_timesteps(schedule.T, steps, spacing)
+    alpha_bars = schedule.alpha_bars.double().tolist()
+    # The last step goes to "index -1", the clean data, where alpha_bar = 1.
+    prev_of = dict(zip(visited, [*visited[1:], -1], strict=True))
+    timesteps: Iterable[int] = progress(visited) if progress is not None else visited
+    x = x_T
+    for t in timesteps:
+        a_t, a_prev = alpha_bars[t], alpha_bars[prev_of[t]] if prev_of[t] >= 0 else 1.0
+        t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        eps = guided_eps(net, x, t_batch, labels, w, null_label)
+        x0 = schedule.predict_x0(x, t_batch, eps)
+        if clip_x0:
+            # Recompute eps from the clipped x0 so both terms of eq. 12 describe the same x0:
+            # the update stays the posterior q_sigma(x_prev | x_t, x0) of eq. 7 for that x0.
+            x0 = x0.clamp(-1.0, 1.0)
+            eps = (x - a_t**0.5 * x0) / (1.0 - a_t) ** 0.5
+        # sigma_t(eta), eq. 16: eta = 1 gives the DDPM posterior variance beta~_t.
+        sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)) ** 0.5
+        x = a_prev**0.5 * x0 + max(1 - a_prev - sigma**2, 0.0) ** 0.5 * eps
+        if sigma > 0:
+            x = x + sigma * torch.randn(
+                x.shape, device=x.device, dtype=x.dtype, generator=generator
+            )
+    return x

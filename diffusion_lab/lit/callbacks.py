@@ -126,8 +126,9 @@ class LossCurve(pl.Callback):
     The history is part of the callback's checkpoint state, so a resumed run draws the whole curve.
     """
 
-    def __init__(self, output_dir: str) -> None:
+    def __init__(self, output_dir: str, ylabel: str = "MSE on eps") -> None:
         self.path = Path(output_dir) / "loss_curve.png"
+        self.ylabel = ylabel
         self.train_steps: list[int] = []
         self.train_losses: list[float] = []
         self.val_steps: list[int] = []
@@ -165,7 +166,12 @@ class LossCurve(pl.Callback):
         if trainer.is_global_zero:
             val_label = "validation (EMA weights)" if uses_ema(trainer) else "validation"
             fig = loss_curve_figure(
-                self.train_steps, self.train_losses, self.val_steps, self.val_losses, val_label
+                self.train_steps,
+                self.train_losses,
+                self.val_steps,
+                self.val_losses,
+                val_label,
+                self.ylabel,
             )
             save_figure(fig, self.path)
 

@@ -22,14 +22,25 @@ def load_ddpm(
     path = Path(path)
     if not path.is_file():
         raise UserFacingError(f"ckpt={path}: no such checkpoint file")
-    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    config = checkpoint.get(RUN_CONFIG_KEY)
-    if config is None:
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception:  # torch.load raises many types (unpickling, zip, EOF) for a foreign file
+        raise UserFacingError(f"ckpt={path}: not a PyTorch checkpoint file") from None
+    config = checkpoint.get(RUN_CONFIG_KEY) if isinstance(checkpoint, dict) else None
+    if not isinstance(config, dict) or "module" not in config:
         raise UserFacingError(
             f"ckpt={path}: not a diffusion_lab training checkpoint (no stored run config)"
         )
-    module = instantiate(config["module"])
-    module.load_state_dict(checkpoint["state_dict"])
+    try:
+        module = instantiate(config["module"])
+        module.load_state_dict(checkpoint["state_dict"])
+    except Exception as err:  # a config from another version of the code, or edited weights
+        raise UserFacingError(
+            f"ckpt={path}: its weights do not fit the model its stored config builds "
+            f"({type(err).__name__}); a checkpoint from an incompatible config or version"
+        ) from None
+    if not isinstance(module, DDPMModule):
+        raise UserFacingError(f"ckpt={path}: holds a {type(module).__name__}, not a DDPM")
     return module.eval(), config
 
 

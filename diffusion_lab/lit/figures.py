@@ -62,6 +62,7 @@ def loss_curve_figure(
     val_steps: Sequence[int],
     val_losses: Sequence[float],
     val_label: str = "validation",
+    ylabel: str = "MSE on eps",
 ) -> Figure:
     """Training loss per step (raw and smoothed) and validation loss, log scale."""
     fig = Figure(figsize=(7, 4))
@@ -81,7 +82,7 @@ def loss_curve_figure(
     if val_losses:
         ax.plot(val_steps, val_losses, "o-", color="tab:orange", label=val_label)
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("MSE on eps")
+    ax.set_ylabel(ylabel)
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()

@@ -1,0 +1,118 @@
+"""`python -m diffusion_lab.classify`: train a classifier on real and/or generated images.
+
+    python -m diffusion_lab.classify                               # strong MLP, real CIFAR-10
+    python -m diffusion_lab.classify model=mlp_seed                # the study's recipe
+    python -m diffusion_lab.classify synthetic=PATH                # real + generated
+    python -m diffusion_lab.classify synthetic=PATH mode=synthetic # generated only (CAS)
+
+Fits on the training set of the mode, validates on the real validation split every epoch and
+evaluates the real test split once, at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+from diffusion_lab.cli import CONFIG_DIR, report_user_errors, write_json
+from diffusion_lab.config import validate_classify_config
+from diffusion_lab.data import ClassificationDataModule
+from diffusion_lab.lit.classifier import ClassifierModule
+from diffusion_lab.train import build_trainer, hparams_table
+
+
+def swept_modes() -> tuple[str, ...]:
+    """The modes listed in this multirun's `hydra.sweeper.params` (none outside such a sweep)."""
+    if not HydraConfig.initialized():
+        return ()
+    params = HydraConfig.get().sweeper.get("params") or {}
+    return tuple(m.strip() for m in str(params.get("mode", "")).split(",") if m.strip())
+
+
+def resolve_mode(cfg: DictConfig) -> None:
+    """mode=auto becomes `augmented` when a generated set is given, else `real`."""
+    if cfg.mode == "auto":
+        cfg.mode = "augmented" if cfg.synthetic is not None else "real"
+
+
+def logged_scalars(trainer: pl.Trainer) -> dict[str, float]:
+    """The trainer's latest train/, val/ and test/ scalars (trainer.test replaces the others)."""
+    return {
+        k: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if k.startswith(("train/", "val/", "test/"))
+    }
+
+
+def final_metrics(
+    trainer: pl.Trainer,
+    module: ClassifierModule,
+    datamodule: ClassificationDataModule,
+    cfg: DictConfig,
+) -> dict[str, Any]:
+    """Test accuracy (overall and per class) and the run's data; call right after trainer.test."""
+    metrics: dict[str, Any] = logged_scalars(trainer)
+    per_class = module.test_results["per_class_acc"].tolist()
+    metrics["test/per_class_acc"] = dict(zip(datamodule.class_names, per_class, strict=True))
+    metrics.update(
+        {
+            "mode": cfg.mode,
+            "seed": cfg.seed,
+            "n_real": datamodule.n_real,
+            "n_generated": datamodule.n_generated,
+            "synthetic": cfg.synthetic,
+            "global_step": trainer.global_step,
+            "epochs": trainer.current_epoch,
+        }
+    )
+    return metrics
+
+
+def log_final(trainer: pl.Trainer, run_config: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """The HParams entry: the run's settings with its final scalars (and per-class accuracy)."""
+    final = {f"final/{k}": v for k, v in metrics.items() if isinstance(v, float)}
+    final.update({f"final/test/acc_{k}": v for k, v in metrics["test/per_class_acc"].items()})
+    for logger in trainer.loggers:
+        logger.log_hyperparams(hparams_table(run_config), final)
+
+
+def classify(cfg: DictConfig) -> dict[str, Any]:
+    """Validate, fit, test once, then write metrics.json and the HParams entry."""
+    validate_classify_config(cfg, swept_modes())
+    resolve_mode(cfg)
+    datamodule = instantiate(cfg.datamodule)
+    if rank_zero_only.rank == 0:
+        datamodule.prepare_data()  # missing or mismatched data fail here, before any output
+    pl.seed_everything(cfg.seed, workers=True)
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    module = instantiate(cfg.module)
+    trainer = build_trainer(cfg, run_config)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    fit_metrics = logged_scalars(trainer)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    metrics = fit_metrics | final_metrics(trainer, module, datamodule, cfg)
+    metrics["wall_time_s"] = time.perf_counter() - start
+    if trainer.is_global_zero:
+        write_json(metrics, Path(cfg.output_dir) / "metrics.json")
+        log_final(trainer, run_config, metrics)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="classify")
+@report_user_errors
+def main(cfg: DictConfig) -> float:
+    """Hydra entry point; returns the test accuracy for sweepers that optimise it."""
+    return classify(cfg)["test/acc"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""`python -m diffusion_lab.generate ckpt=PATH per_class=5000`: write a generated set.
+
+The set (shards + manifest.json, see `diffusion_lab.data.generated`) is made with the
+checkpoint's EMA weights. Shard k's noise comes from a generator seeded by (seed, k) only and
+shard k is made by rank k % world_size, so the set does not depend on the number of processes.
+Every rank writes its own shards atomically; rank 0 owns the manifest: it records its own
+shards as they finish and, after a barrier, every verified shard. A killed run leaves finished
+shards and a manifest; rerunning with the same out= adopts them and makes only the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.utils import get_class, instantiate
+from lightning_fabric import Fabric
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from diffusion_lab.cli import CONFIG_DIR, report_user_errors, write_json
+from diffusion_lab.config import is_int, is_number, require
+from diffusion_lab.data.generated import (
+    GeneratedSet,
+    ShardSpec,
+    finished_shards,
+    layout_of,
+    new_manifest,
+    open_for_writing,
+    read_generated_set,
+    sha256_file,
+    shard_seed,
+    write_manifest,
+    write_shard,
+)
+from diffusion_lab.data.tensors import from_signed_unit
+from diffusion_lab.errors import DataError, UserFacingError
+from diffusion_lab.lit.checkpoint import load_ddpm
+from diffusion_lab.lit.ddpm import DDPMModule
+from diffusion_lab.lit.figures import class_grid, class_grid_figure, save_figure
+
+log = logging.getLogger(__name__)
+
+
+def validate_generate_config(cfg: DictConfig) -> None:
+    """Checks that need no checkpoint, cheapest first."""
+    require(cfg.ckpt is not None, "ckpt", None, "pass the checkpoint to sample from: ckpt=PATH")
+    for key in ("per_class", "shard_size", "batch_size", "contact_sheet_columns"):
+        require(is_int(cfg[key]) and cfg[key] > 0, key, cfg[key], "must be a positive integer")
+    require(is_int(cfg.seed) and cfg.seed >= 0, "seed", cfg.seed, "must be an integer >= 0")
+    require(is_number(cfg.w) and cfg.w >= 0, "w", cfg.w, "must be a number >= 0")
+    eta = cfg.sampler.get("eta", 0)
+    require(is_number(eta) and eta >= 0, "sampler.eta", eta, "must be a number >= 0")
+    accelerator = cfg.fabric.accelerator
+    usable = accelerator not in ("gpu", "cuda") or torch.cuda.is_available()
+    require(usable, "fabric.accelerator", accelerator, "no CUDA GPU is visible; use cpu or auto")
+
+
+def data_settings(ckpt: str, run_config: dict[str, Any]) -> dict[str, Any]:
+    """Image size, channels and classes of the data the checkpoint was trained on."""
+    try:
+        data = run_config["data"]
+        settings = {key: data[key] for key in ("num_classes", "img_size", "channels")}
+        names = getattr(get_class(data["_target_"]), "class_names", ())
+    except (KeyError, TypeError, ImportError, ValueError):
+        raise UserFacingError(
+            f"ckpt={ckpt}: its stored config lacks data.num_classes/img_size/channels"
+        ) from None
+    settings["class_names"] = list(names) if len(names) == settings["num_classes"] else None
+    return settings
+
+
+def sampler_settings(cfg: DictConfig, T: int) -> dict[str, Any]:
+    """What the manifest records of the sampler: name, steps and its other arguments."""
+    sampler = OmegaConf.to_container(cfg.sampler, resolve=True)
+    target = sampler.pop("_target_")
+    sampler.pop("_partial_", None)
+    sampler.pop("w", None)  # recorded once, as the manifest's top-level w
+    steps = sampler.pop("steps", T)
+    require(is_int(steps) and 1 <= steps <= T, "sampler.steps", steps, f"must be in [1, T={T}]")
+    return {"name": target.rsplit(".", 1)[-1].removesuffix("_sample"), "steps": steps, **sampler}
+
+
+def wanted_manifest(cfg: DictConfig, module: DDPMModule, run_config: dict, precision: str) -> dict:
+    """The manifest of the set this run makes, before any shard."""
+    return new_manifest(
+        **data_settings(cfg.ckpt, run_config),
+        per_class=cfg.per_class,
+        shard_size=cfg.shard_size,
+        checkpoint_sha256=sha256_file(cfg.ckpt),
+        checkpoint_path=str(Path(cfg.ckpt).resolve()),
+        sampler=sampler_settings(cfg, module.schedule.T),
+        w=cfg.w,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        precision=precision,
+    )
+
+
+def make_shard(
+    fabric: Fabric, module: DDPMModule, sampler: Any, spec: ShardSpec, manifest: dict, bar: tqdm
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 images (count, C, H, W) and labels of one shard, from its own generator."""
+    generator = torch.Generator(fabric.device).manual_seed(shard_seed(manifest["seed"], spec.index))
+    labels = spec.labels(manifest["per_class"]).to(fabric.device)
+    shape = (manifest["channels"], manifest["img_size"], manifest["img_size"])
+    images = []
+    for part in labels.split(manifest["batch_size"]):
+        x_T = torch.randn((len(part), *shape), generator=generator, device=fabric.device)
+        with fabric.autocast():
+            x0 = sampler(
+                module.net, module.schedule, x_T, part, generator, null_label=module.net.null_label
+            )
+        images.append(from_signed_unit(x0.float()).cpu())
+        bar.update(len(part))
+    return torch.cat(images), labels.cpu()
+
+
+def make_my_shards(
+    fabric: Fabric, module: DDPMModule, sampler: Any, manifest: dict, root: Path
+) -> int:
+    """Make and write this rank's unfinished shards; rank 0 records its own in the manifest."""
+    done = {entry["index"] for entry in manifest["shards"]}
+    rank, world = fabric.global_rank, fabric.world_size
+    mine = [s for s in layout_of(manifest) if s.index not in done and s.index % world == rank]
+    total = sum(spec.count for spec in mine)
+    desc = f"rank {rank}" if world > 1 else "generating"
+    with tqdm(total=total, unit="img", desc=desc, position=fabric.local_rank, disable=None) as bar:
+        for spec in mine:
+            images, labels = make_shard(fabric, module, sampler, spec, manifest, bar)
+            entry = write_shard(root, spec, images, labels)
+            if fabric.is_global_zero:
+                manifest["shards"].append(entry)
+                write_manifest(root, manifest)
+    return total
+
+
+def open_set(fabric: Fabric, root: Path, wanted: dict) -> dict:
+    """Rank 0 creates or resumes the set; every rank gets its manifest (or the same error)."""
+    manifest, error = None, None
+    if fabric.is_global_zero:
+        try:
+            manifest = open_for_writing(root, wanted)
+        except DataError as err:
+            error = str(err)
+    # Broadcast the refusal too, so no rank waits forever at the next collective.
+    manifest, error = fabric.broadcast((manifest, error), src=0)
+    if error is not None:
+        raise DataError(error)
+    return manifest
+
+
+def write_contact_sheet(gen: GeneratedSet, columns: int, path: Path) -> None:
+    """The first `columns` images of every class, a labelled row per class."""
+    manifest = gen.manifest
+    per_class, columns = manifest["per_class"], min(columns, manifest["per_class"])
+    starts = range(0, manifest["num_images"], per_class)
+    images = torch.cat([gen.images[start : start + columns] for start in starts])
+    names = manifest["class_names"] or [str(k) for k in range(manifest["num_classes"])]
+    sampler = manifest["sampler"]
+    title = f"{sampler['name']}, {sampler['steps']} steps, w={manifest['w']}"
+    save_figure(class_grid_figure(class_grid(images, columns), names, title), path)
+
+
+def generate(cfg: DictConfig) -> dict[str, Any]:
+    """Validate, load the checkpoint, make the missing shards, verify the set; returns metrics."""
+    validate_generate_config(cfg)
+    module, run_config = load_ddpm(cfg.ckpt)
+    precision = cfg.fabric.precision or run_config.get("trainer", {}).get("precision", "32-true")
+    wanted = wanted_manifest(cfg, module, run_config, precision)
+    fabric = instantiate(cfg.fabric, precision=precision)
+    fabric.launch()
+    # Under torchrun every rank composes its own run folder name: use rank 0's.
+    root = Path(fabric.broadcast(str(Path(cfg.out).absolute()), src=0))
+    manifest = open_set(fabric, root, wanted)
+    module = module.to(fabric.device)
+    start = time.perf_counter()
+    made = make_my_shards(fabric, module, instantiate(cfg.sampler), manifest, root)
+    made = int(fabric.all_reduce(torch.tensor(made, device=fabric.device), reduce_op="sum"))
+    wall_time_s = time.perf_counter() - start
+    fabric.barrier()
+    metrics = {"images_made": made, "wall_time_s": wall_time_s, "images_per_s": made / wall_time_s}
+    if fabric.is_global_zero:
+        manifest["shards"] = finished_shards(root, manifest)
+        write_manifest(root, manifest)
+        gen = read_generated_set(root)
+        if cfg.contact_sheet:
+            write_contact_sheet(gen, cfg.contact_sheet_columns, root / "contact_sheet.png")
+        metrics.update(num_images=len(gen.labels), out=str(root))
+        write_json(metrics, Path(cfg.output_dir) / "metrics.json")
+        log.info(
+            "set of %d images at %s; made %d now (%.2f img/s)",
+            len(gen.labels),
+            root,
+            made,
+            metrics["images_per_s"],
+        )
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="generate")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point."""
+    generate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""`python -m diffusion_lab.classify`: runs in-process and as a subprocess, and its bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from diffusion_lab.classify import classify
+from diffusion_lab.cli import CONFIG_DIR
+from diffusion_lab.data.generated import write_generated_set
+from diffusion_lab.errors import ConfigError
+from tests.conftest import REPO_ROOT
+
+# The strong recipe shrunk to seconds: digits at 8x8, one hidden layer of 64, 4 epochs.
+TINY_CLASSIFY_OVERRIDES = [
+    "data=digits",
+    "img_size=8",
+    "model.widths=[64]",
+    "model.whitening=standardize",
+    "batch_size=64",
+    "epochs=4",
+    "lr=3e-3",
+    "crop_padding=0",
+    "trainer=cpu",
+    "trainer.precision=32-true",
+    "trainer.log_every_n_steps=5",
+    "callbacks.progress.refresh_rate=0",
+]
+
+
+def compose_classify(output_dir: Path, *overrides: str):
+    """The real `classify` config, shrunk, writing into output_dir."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(
+            "classify", [*TINY_CLASSIFY_OVERRIDES, f"output_dir={output_dir}", *overrides]
+        )
+
+
+def digits_set(root: Path, per_class: int = 8, size: int = 8) -> Path:
+    """A generated set of random images: the right shape, useless content."""
+    images = torch.randint(0, 256, (10 * per_class, 1, size, size), dtype=torch.uint8)
+    write_generated_set(root, images, torch.arange(10).repeat_interleave(per_class), shard_size=16)
+    return root
+
+
+@pytest.mark.slow
+def test_classifier_learns_digits_well_above_chance_and_writes_outputs(tmp_path):
+    run = tmp_path / "run"
+    metrics = classify(compose_classify(run))
+    assert metrics["test/acc"] > 0.8  # chance is 0.1
+    assert metrics["mode"] == "real" and metrics["n_real"] == 1400 and metrics["n_generated"] == 0
+    assert set(metrics["test/per_class_acc"]) == {str(i) for i in range(10)}
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["test/acc"] == pytest.approx(metrics["test/acc"])
+    assert saved["val/acc"] > 0.8 and saved["train/loss_epoch"] > 0
+    for name in ("confusion_matrix.png", "loss_curve.png"):
+        assert (run / name).read_bytes()[:4] == b"\x89PNG"
+    assert list(run.glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize(
+    ("mode", "n_real", "n_generated"), [("augmented", 1400, 80), ("synthetic", 0, 80)]
+)
+def test_fast_dev_run_in_each_generated_mode(tmp_path, mode, n_real, n_generated):
+    synthetic = digits_set(tmp_path / "set")
+    cfg = compose_classify(
+        tmp_path / "run", f"mode={mode}", f"synthetic={synthetic}", "trainer.fast_dev_run=true"
+    )
+    metrics = classify(cfg)
+    assert (metrics["n_real"], metrics["n_generated"]) == (n_real, n_generated)
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+
+
+def test_auto_mode_is_augmented_when_a_set_is_given(tmp_path):
+    cfg = compose_classify(
+        tmp_path / "run", f"synthetic={digits_set(tmp_path / 'set')}", "trainer.fast_dev_run=true"
+    )
+    assert classify(cfg)["mode"] == "augmented"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["mode=synthetic"],
+            "synthetic=None: mode=synthetic needs a generated set: synthetic=PATH",
+        ),
+        (["mode=augmented"], "synthetic=None: mode=augmented needs a generated set"),
+        (["mode=fake"], "mode='fake': must be one of"),
+        (["real_per_class=0"], "real_per_class=0: must be null or > 0"),
+        (["label_smoothing=1.0"], "label_smoothing=1.0: in [0, 1)"),
+        (["model.norm=group"], "model.norm='group': must be one of none, batch, layer"),
+    ],
+)
+def test_bad_config_is_refused_before_any_output(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        classify(compose_classify(tmp_path / "run", *overrides))
+    assert not (tmp_path / "run").exists()
+
+
+def run_classify(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m diffusion_lab.classify OVERRIDES` with captured output."""
+    return subprocess.run(
+        [sys.executable, "-m", "diffusion_lab.classify", *overrides],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    ("make_set", "message"),
+    [
+        (None, "error: generated set {root}: no such folder"),
+        (lambda root: digits_set(root, size=16), "error: generated set has img_size=16 but"),
+    ],
+)
+def test_missing_or_mismatched_set_is_one_line_and_writes_nothing(tmp_path, make_set, message):
+    root = tmp_path / "set"
+    if make_set is not None:
+        make_set(root)
+    run_dir = tmp_path / "run"
+    result = run_classify(
+        *TINY_CLASSIFY_OVERRIDES, f"synthetic={root}", f"hydra.run.dir={run_dir}", cwd=tmp_path
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message.format(root=root)), result.stderr
+    assert not run_dir.exists()
+
+
+@pytest.mark.slow
+def test_classify_command_runs_on_the_digits(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_classify(
+        *TINY_CLASSIFY_OVERRIDES, "epochs=1", f"hydra.run.dir={run_dir}", cwd=REPO_ROOT
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 1 and metrics["test/acc"] > 0.3
+    assert (run_dir / "confusion_matrix.png").is_file()
+    assert "MLP" in (run_dir / ".hydra" / "config.yaml").read_text()
+
+
+def test_augmentation_experiment_without_a_set_stops_before_the_first_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_classify("experiment=part2_augmentation", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: synthetic=None: mode=augmented needs a generated set: synthetic=PATH"
+    ]
+    assert not (sweep / "0").exists()

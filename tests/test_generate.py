@@ -1,0 +1,274 @@
+"""The generate entry point: complete sets, resume after a kill, process-count independence,
+and one clear error for every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+import diffusion_lab.generate as generate_module
+from diffusion_lab.cli import CONFIG_DIR
+from diffusion_lab.data.generated import MANIFEST_NAME, read_generated_set, sha256_file
+from diffusion_lab.errors import DataError, UserFacingError
+from diffusion_lab.generate import generate
+from diffusion_lab.lit.callbacks import RUN_CONFIG_KEY
+from tests.conftest import REPO_ROOT, TINY_TRAIN_OVERRIDES
+
+# 10 classes x 3 = 30 images in 8 shards (the last holds 2), DDIM with 5 of the T=20 steps.
+SIZES = ["per_class=3", "shard_size=4"]
+DDIM5 = ["sampler=ddim", "sampler.steps=5"]
+SMALL = [*SIZES, *DDIM5]
+
+
+def save_tiny_checkpoint(
+    path: Path, seed: int = 0, net_changes: dict | None = None, drop: str | None = None
+) -> Path:
+    """A checkpoint as training writes it for load_ddpm: tiny UNet weights + the run config,
+    whose network settings are then changed by `net_changes` and section `drop` removed."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", [*TINY_TRAIN_OVERRIDES, f"output_dir={path.parent}"])
+    run_config = OmegaConf.to_container(cfg, resolve=True)
+    torch.manual_seed(seed)
+    module = instantiate(cfg.module)
+    run_config["module"]["net"].update(net_changes or {})
+    run_config.pop(drop, None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": module.state_dict(), RUN_CONFIG_KEY: run_config}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
+
+
+def compose_generate(ckpt: Path, out: Path, *overrides: str, sampler: list[str] = DDIM5):
+    """The real `generate` config for the tiny checkpoint, writing the set to `out`."""
+    paths = [f"ckpt={ckpt}", f"out={out}", f"output_dir={out.parent / 'run'}"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("generate", [*paths, *SIZES, *sampler, *overrides])
+
+
+def test_generate_writes_a_complete_verified_set(ckpt, tmp_path):
+    metrics = generate(compose_generate(ckpt, tmp_path / "set"))
+    gen = read_generated_set(tmp_path / "set")
+    assert gen.images.shape == (30, 1, 8, 8) and gen.images.dtype == torch.uint8
+    assert torch.equal(gen.labels, torch.arange(10).repeat_interleave(3))
+    manifest = gen.manifest
+    assert manifest["checkpoint_sha256"] == sha256_file(ckpt)
+    assert manifest["sampler"] == {
+        "name": "ddim", "steps": 5, "eta": 0.0, "clip_x0": True, "spacing": "uniform"
+    }  # fmt: skip
+    assert (manifest["w"], manifest["seed"], manifest["precision"]) == (1.8, 0, "32-true")
+    assert manifest["class_names"] == [str(k) for k in range(10)]
+    assert len(manifest["shards"]) == 8
+    assert (tmp_path / "set" / "contact_sheet.png").is_file()
+    assert not list((tmp_path / "set").glob(".*"))
+    assert metrics["images_made"] == 30
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["num_images"] == 30 and saved["images_per_s"] > 0
+
+
+def test_ancestral_sampler_records_all_T_steps(ckpt, tmp_path):
+    generate(compose_generate(ckpt, tmp_path / "set", "contact_sheet=false", sampler=[]))
+    manifest = read_generated_set(tmp_path / "set").manifest
+    assert manifest["sampler"]["name"] == "ancestral" and manifest["sampler"]["steps"] == 20
+    assert not (tmp_path / "set" / "contact_sheet.png").exists()
+
+
+class Killed(Exception):
+    """Stands for the process being killed."""
+
+
+def test_killed_run_resumes_to_exactly_the_uninterrupted_set(ckpt, tmp_path, monkeypatch):
+    generate(compose_generate(ckpt, tmp_path / "reference"))
+    reference = read_generated_set(tmp_path / "reference")
+
+    real_write_manifest = generate_module.write_manifest
+    calls = []
+
+    def write_manifest_then_die(root, manifest):
+        calls.append(len(manifest["shards"]))
+        if len(calls) == 2:  # shard 1 is on disk, not yet in the manifest, shard 2 half written
+            (Path(root) / ".shard_00002.pt.tmp").write_bytes(b"half a shard")
+            raise Killed
+        return real_write_manifest(root, manifest)
+
+    monkeypatch.setattr(generate_module, "write_manifest", write_manifest_then_die)
+    out = tmp_path / "set"
+    with pytest.raises(Killed):
+        generate(compose_generate(ckpt, out))
+    monkeypatch.undo()
+    listed = json.loads((out / MANIFEST_NAME).read_text())["shards"]
+    assert [s["file"] for s in listed] == ["shard_00000.pt"]
+    assert (out / "shard_00001.pt").is_file()
+    with pytest.raises(DataError, match="partial, 1 of 8 shards"):
+        read_generated_set(out)
+
+    metrics = generate(compose_generate(ckpt, out))
+    assert metrics["images_made"] == 30 - 8  # shards 0 and 1 were kept
+    resumed = read_generated_set(out)
+    assert torch.equal(resumed.images, reference.images)
+    assert torch.equal(resumed.labels, torch.arange(10).repeat_interleave(3))
+    assert len(torch.unique(resumed.images.flatten(1), dim=0)) == 30
+    assert [s["file"] for s in resumed.manifest["shards"]] == [
+        f"shard_{k:05d}.pt" for k in range(8)
+    ]
+    assert sorted(p.name for p in out.glob("shard_*")) == [f"shard_{k:05d}.pt" for k in range(8)]
+    assert not list(out.glob(".*"))
+
+
+def test_rerun_on_a_complete_set_makes_nothing(ckpt, tmp_path):
+    generate(compose_generate(ckpt, tmp_path / "set"))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "set").glob("shard_*")}
+    assert generate(compose_generate(ckpt, tmp_path / "set"))["images_made"] == 0
+    assert before == {p.name: p.read_bytes() for p in (tmp_path / "set").glob("shard_*")}
+
+
+def generate_command(*overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m diffusion_lab.generate OVERRIDES` with captured output."""
+    return subprocess.run(
+        [sys.executable, "-m", "diffusion_lab.generate", *overrides],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.slow
+def test_same_set_from_one_or_two_processes(ckpt, tmp_path):
+    generate(compose_generate(ckpt, tmp_path / "one"))
+    # One thread per process: two processes on a 2-core CPU.
+    result = generate_command(
+        f"ckpt={ckpt}", *SMALL, f"out={tmp_path / 'two'}", f"hydra.run.dir={tmp_path / 'run2'}",
+        "fabric.accelerator=cpu", "fabric.devices=2", env={"OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Starting with 2 processes" in result.stdout + result.stderr
+    one, two = read_generated_set(tmp_path / "one"), read_generated_set(tmp_path / "two")
+    assert torch.equal(one.images, two.images)
+    assert [s["sha256"] for s in one.manifest["shards"]] == [
+        s["sha256"] for s in two.manifest["shards"]
+    ]
+
+
+@pytest.mark.slow
+def test_command_as_users_type_it(ckpt, tmp_path):
+    run_dir = tmp_path / "run"
+    result = generate_command(f"ckpt={ckpt}", "per_class=3", *SMALL[1:], f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(read_generated_set(run_dir / "set").labels) == 30
+    assert (run_dir / "set" / "contact_sheet.png").is_file()
+    assert json.loads((run_dir / "metrics.json").read_text())["num_images"] == 30
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("per_class=0", "error: per_class=0: must be a positive integer"),
+        ("ckpt=/nowhere/last.ckpt", "error: ckpt=/nowhere/last.ckpt: no such checkpoint file"),
+    ],
+)
+def test_bad_command_is_one_line_and_leaves_no_run_dir(ckpt, tmp_path, override, message):
+    run_dir = tmp_path / "run"
+    result = generate_command(f"ckpt={ckpt}", *SMALL, override, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [message] or result.stderr.strip() == message, (
+        result.stderr
+    )
+    assert not run_dir.exists()
+
+
+def test_missing_ckpt_key_is_reported(tmp_path):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("generate", [f"output_dir={tmp_path}"])
+    with pytest.raises(UserFacingError, match="ckpt=None: pass the checkpoint to sample from"):
+        generate(cfg)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("per_class=-2", "per_class=-2: must be a positive integer"),
+        ("shard_size=0", "shard_size=0: must be a positive integer"),
+        ("sampler.steps=21", "sampler.steps=21: must be in [1, T=20]"),
+        ("sampler.steps=0", "sampler.steps=0: must be in [1, T=20]"),
+        ("sampler.eta=-1", "sampler.eta=-1: must be a number >= 0"),
+        ("w=-1", "w=-1: must be a number >= 0"),
+    ],
+)
+def test_bad_settings_are_refused_before_any_output(ckpt, tmp_path, override, message):
+    with pytest.raises(UserFacingError, match=re.escape(message)):
+        generate(compose_generate(ckpt, tmp_path / "set", override))
+    assert not (tmp_path / "set").exists()
+
+
+def not_a_checkpoint(tmp_path: Path) -> Path:
+    (tmp_path / "notes.ckpt").write_text("not a checkpoint")
+    return tmp_path / "notes.ckpt"
+
+
+def foreign_checkpoint(tmp_path: Path) -> Path:
+    torch.save({"state_dict": {}}, tmp_path / "foreign.ckpt")
+    return tmp_path / "foreign.ckpt"
+
+
+def incompatible_checkpoint(tmp_path: Path) -> Path:
+    return save_tiny_checkpoint(tmp_path / "wide.ckpt", net_changes={"ch": 16})
+
+
+def dataless_checkpoint(tmp_path: Path) -> Path:
+    return save_tiny_checkpoint(tmp_path / "dataless.ckpt", drop="data")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (not_a_checkpoint, "notes.ckpt: not a PyTorch checkpoint file"),
+        (foreign_checkpoint, "foreign.ckpt: not a diffusion_lab training checkpoint"),
+        (incompatible_checkpoint, "wide.ckpt: its weights do not fit the model its stored config"),
+        (dataless_checkpoint, "dataless.ckpt: its stored config lacks data.num_classes"),
+    ],
+)
+def test_unusable_checkpoints_are_refused(tmp_path, make, message):
+    with pytest.raises(UserFacingError, match=re.escape(message)):
+        generate(compose_generate(make(tmp_path), tmp_path / "set"))
+    assert not (tmp_path / "set").exists()
+
+
+@pytest.mark.parametrize("change", ["other_checkpoint", "w=1.0", "seed=1", "sampler.steps=4"])
+def test_out_holding_a_different_set_is_refused_untouched(ckpt, tmp_path, change):
+    out = tmp_path / "set"
+    generate(compose_generate(ckpt, out))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    if change == "other_checkpoint":
+        cfg = compose_generate(save_tiny_checkpoint(tmp_path / "other.ckpt", seed=1), out)
+        key = "checkpoint_sha256"
+    else:
+        cfg = compose_generate(ckpt, out, change)
+        key = change.split("=")[0].split(".")[0]
+    with pytest.raises(DataError, match=re.escape(f"out={out}: holds a set made with {key}=")):
+        generate(cfg)
+    assert before == {p.name: p.read_bytes() for p in out.iterdir()}
+
+
+def test_corrupt_shard_is_refused_on_resume_and_on_read(ckpt, tmp_path):
+    out = tmp_path / "set"
+    generate(compose_generate(ckpt, out))
+    shard = out / "shard_00003.pt"
+    shard.write_bytes(shard.read_bytes()[:-20])
+    for attempt in (lambda: generate(compose_generate(ckpt, out)), lambda: read_generated_set(out)):
+        with pytest.raises(DataError, match=re.escape("shard_00003.pt does not match its sha256")):
+            attempt()
