@@ -44,6 +44,7 @@ from diffusion_lab.lit.ddpm import DDPMModule
 from diffusion_lab.lit.figures import class_grid, class_grid_figure, save_figure
 
 log = logging.getLogger(__name__)
+MIXED_OR_FULL = ("32-true", "32", "bf16-mixed", "16-mixed")
 
 
 def validate_generate_config(cfg: DictConfig) -> None:
@@ -171,6 +172,9 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     validate_generate_config(cfg)
     module, run_config = load_ddpm(cfg.ckpt)
     precision = cfg.fabric.precision or run_config.get("trainer", {}).get("precision", "32-true")
+    # Sampling keeps float32 noise and math; only the network's forward may run in autocast.
+    allowed = "must be 32-true, bf16-mixed or 16-mixed (null: the checkpoint's precision)"
+    require(str(precision) in MIXED_OR_FULL, "fabric.precision", precision, allowed)
     wanted = wanted_manifest(cfg, module, run_config, precision)
     fabric = instantiate(cfg.fabric, precision=precision)
     fabric.launch()

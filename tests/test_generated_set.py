@@ -195,3 +195,9 @@ def test_open_for_writing_refuses_a_folder_of_other_files(tmp_path):
     with pytest.raises(DataError, match=re.escape("holds files but no manifest.json")):
         open_for_writing(tmp_path, wanted_manifest())
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_open_for_writing_refuses_a_file(tmp_path):
+    (tmp_path / "set").write_text("mine")
+    with pytest.raises(DataError, match="is a file, not a folder"):
+        open_for_writing(tmp_path / "set", wanted_manifest())

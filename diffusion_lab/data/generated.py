@@ -278,6 +278,8 @@ def open_for_writing(root: str | Path, wanted: dict[str, Any]) -> dict[str, Any]
     refused untouched. Only one process may call this, while no other writes into `root`.
     """
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise DataError(f"out={root}: is a file, not a folder")
     if (root / MANIFEST_NAME).is_file():
         found = read_manifest(root)
         check_same_settings(root, found, wanted)
