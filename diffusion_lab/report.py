@@ -25,6 +25,7 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
+from diffusion_lab.classify_summary import summarize_classify_sweep
 from diffusion_lab.cli import report_user_errors
 from diffusion_lab.data.tensors import from_signed_unit
 from diffusion_lab.errors import UserFacingError
@@ -175,9 +176,16 @@ def report_markdown(sweep_dir: Path, table: str, seed: int) -> str:
     )
 
 
+def report_classify_sweep(sweep_dir: Path, jobs: list[Path], args: argparse.Namespace) -> None:
+    """Mean ± std test accuracy per mode and per-class differences of a classifier sweep."""
+    written = summarize_classify_sweep(sweep_dir)
+    print("wrote " + ", ".join(str(p) for p in written))
+
+
 # One reporter per kind of sweep, keyed by the entry point that ran its jobs.
 REPORTERS: dict[str, Callable[[Path, list[Path], argparse.Namespace], None]] = {
     "train": report_training_sweep,
+    "classify": report_classify_sweep,
 }
 
 
