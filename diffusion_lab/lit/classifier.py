@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from diffusion_lab.data.tensors import to_signed_unit
 from diffusion_lab.lit.ddpm import LRScheduleFactory, OptimizerFactory
+from diffusion_lab.lit.lr_schedules import optimizers_with_step_schedule
 
 
 class ClassifierModule(pl.LightningModule):
@@ -90,15 +91,9 @@ class ClassifierModule(pl.LightningModule):
         self.test_confusion.reset()
 
     def configure_optimizers(self) -> dict:
-        optimizer = self.optimizer_factory(self.net.parameters())
-        if self.lr_schedule_factory is None:
-            return {"optimizer": optimizer}
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        scheduler = self.lr_schedule_factory(optimizer, total_steps)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        return optimizers_with_step_schedule(
+            self, self.net.parameters(), self.optimizer_factory, self.lr_schedule_factory
+        )
 
 
 @torch.no_grad()

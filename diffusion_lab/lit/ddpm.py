@@ -17,6 +17,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 
 from diffusion_lab.diffusion import NoiseSchedule, drop_labels, eps_mse
+from diffusion_lab.lit.lr_schedules import optimizers_with_step_schedule
 
 OptimizerFactory = Callable[..., Optimizer]
 LRScheduleFactory = Callable[[Optimizer, int], LRScheduler]
@@ -89,12 +90,6 @@ class DDPMModule(pl.LightningModule):
         return (positions * self.schedule.T).long().clamp_(max=self.schedule.T - 1)
 
     def configure_optimizers(self) -> dict:
-        optimizer = self.optimizer_factory(self.net.parameters())
-        if self.lr_schedule_factory is None:
-            return {"optimizer": optimizer}
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        scheduler = self.lr_schedule_factory(optimizer, total_steps)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        return optimizers_with_step_schedule(
+            self, self.net.parameters(), self.optimizer_factory, self.lr_schedule_factory
+        )

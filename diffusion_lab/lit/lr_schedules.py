@@ -7,9 +7,12 @@ Each is called as `factory(optimizer, total_steps)` from `configure_optimizers`,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 
+import pytorch_lightning as pl
+from torch import nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
 
 def constant(optimizer: Optimizer, total_steps: int) -> LambdaLR:
@@ -67,3 +70,18 @@ def warmup_linear(
         optimizer,
         lambda step: warmup_linear_factor(step, total_steps, warmup_fraction, peak_factor),
     )
+
+
+def optimizers_with_step_schedule(
+    module: pl.LightningModule,
+    params: Iterable[nn.Parameter],
+    optimizer_factory: Callable[..., Optimizer],
+    lr_schedule_factory: Callable[[Optimizer, int], LRScheduler] | None,
+) -> dict:
+    """configure_optimizers' dict: the optimizer and, if given, a per-step lr schedule."""
+    optimizer = optimizer_factory(params)
+    if lr_schedule_factory is None:
+        return {"optimizer": optimizer}
+    total_steps = int(module.trainer.estimated_stepping_batches)
+    scheduler = lr_schedule_factory(optimizer, total_steps)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
