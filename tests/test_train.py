@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.strategies import SingleDeviceStrategy
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from diffusion_lab.data import DigitsDataModule
 from diffusion_lab.diffusion import NoiseSchedule, linear_betas
+from diffusion_lab.lit.callbacks import SampleGrid
 from diffusion_lab.lit.checkpoint import AtomicCheckpointIO, load_ddpm
 from diffusion_lab.lit.ddpm import DDPMModule
 from diffusion_lab.lit.ema import WarmupEMA, warmup_decay
@@ -185,3 +187,32 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
 def test_trainer_from_config_uses_the_atomic_writer(compose_train):
     trainer = build_trainer(compose_train(), run_config={})
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+def test_final_grid_is_sampled_with_ema_weights_before_teardown(compose_train, monkeypatch):
+    """Lightning's teardown moves the module to the CPU: a grid sampled after it runs there.
+
+    On a GPU that turned the last grid of `train trainer=gpu` into minutes or hours of CPU work.
+    """
+    events: list[str] = []
+    weights_at_final_grid: list[torch.Tensor] = []
+    sample, teardown = SampleGrid.sample, SingleDeviceStrategy.teardown
+
+    def recording_sample(self, pl_module, *args):
+        events.append("sample")
+        weights_at_final_grid.append(pl_module.net.conv_in.weight.detach().clone())
+        return sample(self, pl_module, *args)
+
+    def recording_teardown(self):
+        events.append("teardown")
+        teardown(self)
+
+    monkeypatch.setattr(SampleGrid, "sample", recording_sample)
+    monkeypatch.setattr(SingleDeviceStrategy, "teardown", recording_teardown)
+    cfg = compose_train("epochs=1")
+    train(cfg)
+
+    assert events == ["sample", "teardown"]
+    assert (Path(cfg.output_dir) / "samples_final.png").is_file()
+    module, _ = load_ddpm(Path(cfg.output_dir) / "checkpoints" / "last.ckpt")
+    torch.testing.assert_close(weights_at_final_grid[0], module.net.conv_in.weight)

@@ -5,6 +5,7 @@ Everything here writes on global rank 0 only.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from diffusion_lab.data.tensors import from_signed_unit
+from diffusion_lab.lit.ema import WarmupEMA
 from diffusion_lab.lit.figures import class_grid, class_grid_figure, loss_curve_figure, save_figure
 
 RUN_CONFIG_KEY = "diffusion_lab_run_config"
@@ -38,7 +40,9 @@ class SampleGrid(pl.Callback):
 
     Runs after every `every_n_epochs`-th validation (where the EMA callback has swapped the
     averaged weights in, so it must come before the EMA callback in the callback list) and
-    once at the end of fit (after the EMA callback copied the averaged weights over).
+    once at the end of training, with the averaged weights swapped in. The final grid is drawn
+    in `on_train_end`, not `on_fit_end`: Lightning's teardown moves the module to the CPU in
+    between, and 500 guided steps there take minutes to hours.
     The noise is the same every time, so grids from different epochs are comparable.
     """
 
@@ -66,13 +70,15 @@ class SampleGrid(pl.Callback):
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
-        # The last epoch's grid would repeat the final one written in on_fit_end.
+        # The last epoch's grid would repeat the final one written in on_train_end.
         if trainer.sanity_checking or epoch % self.every_n_epochs or epoch == trainer.max_epochs:
             return
         self.write(trainer, pl_module, f"step{trainer.global_step:07d}")
 
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.write(trainer, pl_module, "final")
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        ema = next((cb for cb in trainer.callbacks if isinstance(cb, WarmupEMA)), None)
+        with ema.averaged_weights(pl_module) if ema is not None else contextlib.nullcontext():
+            self.write(trainer, pl_module, "final")
 
     def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str) -> None:
         """Sample on rank 0, save `samples_<tag>.png` and log the grid to TensorBoard."""
@@ -158,7 +164,7 @@ class LossCurve(pl.Callback):
         self.val_losses.append(float(val_loss))
         self.write(trainer)
 
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.write(trainer)
 
     def write(self, trainer: pl.Trainer) -> None:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import WeightAveraging
-from torch import Tensor
-from torch.optim.swa_utils import get_ema_multi_avg_fn
-
-MultiAvgFn = Callable[[Sequence[Tensor], Sequence[Tensor], Tensor], None]
+from torch import Tensor, nn
 
 
 def warmup_decay(decay: float, num_averaged: int) -> float:
@@ -18,17 +18,16 @@ def warmup_decay(decay: float, num_averaged: int) -> float:
     return min(decay, (1 + num_averaged) / (10 + num_averaged))
 
 
-def warmup_ema_update(decay: float) -> MultiAvgFn:
-    """An AveragedModel `multi_avg_fn`: ema <- d ema + (1 - d) w with d = warmup_decay(decay, n)."""
+def averaged_tensors(module: nn.Module) -> list[Tensor]:
+    """The floating-point parameters and buffers of `module`, in AveragedModel's order."""
+    tensors = itertools.chain(module.parameters(), module.buffers())
+    return [t.detach() for t in tensors if t.is_floating_point()]
 
-    @torch.no_grad()
-    def update(ema: Sequence[Tensor], current: Sequence[Tensor], num_averaged: Tensor) -> None:
-        weight = 1.0 - warmup_decay(decay, int(num_averaged))
-        floats = [(e, c) for e, c in zip(ema, current, strict=True) if e.is_floating_point()]
-        if floats:
-            torch._foreach_lerp_([e for e, _ in floats], [c for _, c in floats], weight)
 
-    return update
+@torch.no_grad()
+def ema_update_(ema: list[Tensor], current: list[Tensor], decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * current, as one multi-tensor lerp per device."""
+    torch._foreach_lerp_(ema, current, 1.0 - decay)
 
 
 class WarmupEMA(WeightAveraging):
@@ -38,12 +37,64 @@ class WarmupEMA(WeightAveraging):
     samples from a short run (or early in a long one) look like the untrained network. With
     `warmup`, the decay is min(decay, (1 + n) / (10 + n)) after n updates, reaching 0.999 near
     update 9,000 and 0.9999 near 90,000; without it this is Lightning's EMAWeightAveraging.
+
+    The update is one fused lerp over all tensors on the device. The update count is kept on the
+    host too: AveragedModel.update_parameters reads its device counter, a GPU sync every step.
     """
 
     def __init__(self, decay: float = 0.9999, warmup: bool = True, **kwargs: Any) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"decay={decay}: must lie in (0, 1)")
-        update = warmup_ema_update(decay) if warmup else get_ema_multi_avg_fn(decay)
-        super().__init__(multi_avg_fn=update, **kwargs)
+        super().__init__(**kwargs)
         self.decay = decay
         self.warmup = warmup
+        self._num_updates: int | None = None
+
+    def decay_after(self, num_updates: int) -> float:
+        """The decay applied by the update that follows `num_updates` earlier ones."""
+        return warmup_decay(self.decay, num_updates) if self.warmup else self.decay
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        # One update per optimizer step, as in WeightAveraging (global_step counts them).
+        if trainer.global_step > self._latest_update_step and self.should_update(
+            step_idx=trainer.global_step - 1
+        ):
+            self.update_average(pl_module)
+            self._latest_update_step = trainer.global_step
+
+    def update_average(self, pl_module: pl.LightningModule) -> None:
+        """Fold the current weights into the average: a copy first, then the EMA."""
+        average = self._average_model
+        assert average is not None, "update_average runs after setup('fit')"
+        if self._num_updates is None:  # once per fit: after a resume the count is restored
+            self._num_updates = int(average.n_averaged)
+        ema, current = averaged_tensors(average.module), averaged_tensors(pl_module)
+        if self._num_updates == 0:
+            torch._foreach_copy_(ema, current)
+        else:
+            ema_update_(ema, current, self.decay_after(self._num_updates))
+        average.n_averaged.add_(1)  # kept for checkpoints; never read back per step
+        self._num_updates += 1
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._num_updates = None
+
+    @contextmanager
+    def averaged_weights(self, pl_module: pl.LightningModule) -> Iterator[None]:
+        """Swap the averaged weights into `pl_module` for the duration of the block."""
+        if self._average_model is None:
+            yield
+            return
+        self._swap_models(pl_module)
+        try:
+            yield
+        finally:
+            self._swap_models(pl_module)
