@@ -1,14 +1,18 @@
-"""`python -m diffusion_lab.bench [OVERRIDES] [--batch-size N]`: throughput and peak memory.
+"""`python -m diffusion_lab.bench [OVERRIDES] [--batch-size N]`: throughput, memory and MFU.
 
 Builds the UNet and schedule from the real training config (with Hydra overrides, e.g.
 `experiment=quickstart`) and times, with plain torch (no Lightning):
 
-- a training step (forward, eps-MSE, backward, clip, AdamW) in fp32 (the baseline), with bf16
-  autocast, and in channels_last memory format;
-- one guided sampling step as two forward passes (the baseline) and as one batched pass.
+- a training step (forward, eps-MSE, backward, clip, AdamW): the plain fp32 step (the
+  baseline), bf16 autocast alone (the old fast path), and the fast paths of `perf.*`
+  (bf16 autocast, channels_last, fused AdamW, TF32, then torch.compile on top);
+- one guided sampling step: two forward passes (the baseline), one batched pass, and the
+  batched pass with bf16, channels_last and torch.compile.
 
 Each case runs in a fresh process so its peak memory (CUDA allocator peak, or the process's
-peak RSS on CPU) is its own. Prints a table and writes the rows as JSON.
+peak RSS on CPU) and its compilation are its own; a case that fails prints its error and the
+others go on. FLOPs per image come from torch.utils.flop_counter; MFU is achieved FLOP/s over
+the bf16 matrix-product peak measured on the same device at the start of the run.
 """
 
 from __future__ import annotations
@@ -20,22 +24,47 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from torch.utils.flop_counter import FlopCounterMode
 
 from diffusion_lab.cli import CONFIG_DIR, write_json
 from diffusion_lab.diffusion import drop_labels, eps_mse, guided_eps
+from diffusion_lab.nets.speed import compiled, resolve_switch, use_tf32
 
-CASES = {
+# channels_last "auto" as in conf/train.yaml: CUDA only (on CPUs it measured no faster, or slower).
+TRAIN_FAST = {"bf16": True, "channels_last": "auto", "fused": True, "tf32": True}
+SAMPLE_FAST = {"bf16": True, "channels_last": "auto", "tf32": True}
+CASES: dict[str, tuple[str, str, dict[str, Any]]] = {
     # name: (kind, baseline name, options)
     "train fp32": ("train", "train fp32", {}),
     "train bf16 autocast": ("train", "train fp32", {"bf16": True}),
-    "train channels_last": ("train", "train fp32", {"channels_last": True}),
-    "sample, guidance as 2 passes": ("sample", "sample, guidance as 2 passes", {"two_pass": True}),
-    "sample, guidance batched": ("sample", "sample, guidance as 2 passes", {}),
+    "train fast, eager": ("train", "train fp32", TRAIN_FAST),
+    "train fast, compiled": ("train", "train fp32", {**TRAIN_FAST, "compile": "default"}),
+    "train fast, compiled, NCHW": (
+        "train",
+        "train fp32",
+        {**TRAIN_FAST, "compile": "default", "channels_last": False},
+    ),
+    "train fast, CUDA graphs": (
+        "train",
+        "train fp32",
+        {**TRAIN_FAST, "compile": "reduce-overhead"},
+    ),
+    "sample fp32, 2 passes": ("sample", "sample fp32, 2 passes", {"two_pass": True}),
+    "sample fp32, batched": ("sample", "sample fp32, 2 passes", {}),
+    "sample fast, eager": ("sample", "sample fp32, 2 passes", SAMPLE_FAST),
+    "sample fast, compiled": (
+        "sample",
+        "sample fp32, 2 passes",
+        {**SAMPLE_FAST, "compile": "default"},
+    ),
 }
+# Compilation takes minutes on a small CPU, and CUDA graphs need a GPU.
+CPU_CASES = [name for name, (_, _, options) in CASES.items() if "compile" not in options]
 
 
 @dataclass
@@ -45,13 +74,14 @@ class Row:
     images_per_s: float
     ms_per_step: float
     peak_mib: float
+    gflop_per_image: float
     ratio: float = 1.0
+    mfu: float = float("nan")
+    error: str = ""
 
 
-def build(
-    overrides: list[str], device: torch.device
-) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
-    """The configured UNet and schedule on `device`, plus the data shape."""
+def build(overrides: list[str], device: torch.device) -> tuple[torch.nn.Module, Any, dict]:
+    """The configured UNet and schedule on `device`, plus the data shape and w."""
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", [*overrides, "output_dir=unused"])
     net = instantiate(cfg.model).to(device)
@@ -60,18 +90,22 @@ def build(
 
 
 def make_step(kind: str, net, schedule, x, labels, options: dict):
-    """A closure running one step of the case."""
+    """A closure running one step of the case (on already prepared inputs)."""
     t = torch.randint(0, schedule.T, (len(x),), device=x.device)
+    autocast = torch.autocast(
+        x.device.type, dtype=torch.bfloat16, enabled=options.get("bf16", False)
+    )
+    forward = compiled(net.forward, options["compile"]) if options.get("compile") else net
+    cuda_graphs = options.get("compile") == "reduce-overhead"
     if kind == "train":
-        optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
-        autocast = torch.autocast(
-            x.device.type, dtype=torch.bfloat16, enabled=options.get("bf16", False)
-        )
+        optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=options.get("fused"))
 
         def train_step() -> None:
+            if cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             with autocast:
                 y = drop_labels(labels, 0.1, net.null_label)
-                loss = eps_mse(net, schedule, x, t, torch.randn_like(x), y).mean()
+                loss = eps_mse(forward, schedule, x, t, torch.randn_like(x), y).mean()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             optimizer.step()
@@ -82,30 +116,46 @@ def make_step(kind: str, net, schedule, x, labels, options: dict):
 
     @torch.no_grad()
     def sample_step() -> None:
-        if options.get("two_pass"):
-            _ = (1 + w) * net(x, t, labels) - w * net(x, t, torch.full_like(labels, null))
-        else:
-            _ = guided_eps(net, x, t, labels, w, null)
+        with autocast:
+            if options.get("two_pass"):
+                _ = (1 + w) * net(x, t, labels) - w * net(x, t, torch.full_like(labels, null))
+            else:
+                _ = guided_eps(forward, x, t, labels, w, null)
 
     return sample_step
+
+
+def gflop_per_image(kind: str, net, schedule, x, labels) -> float:
+    """Counted FLOPs of one image: forward + backward for training, the guided pair to sample."""
+    x, labels = x[:2], labels[:2]
+    t = torch.zeros(len(x), dtype=torch.long, device=x.device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        if kind == "train":
+            eps_mse(net, schedule, x, t, torch.randn_like(x), labels).mean().backward()
+        else:
+            with torch.no_grad():
+                guided_eps(net, x, t, labels, 1.0, net.null_label)
+    net.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / len(x) / 1e9
 
 
 def measure(case: str, overrides: list[str], batch_size: int, steps: int, warmup: int) -> Row:
     """Time one case in this process."""
     kind, baseline, options = CASES[case]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if options.get("tf32"):
+        use_tf32(True)
     torch.manual_seed(0)
     net, schedule, shape = build(overrides, device)
     net.train(kind == "train")
-    x = torch.randn(
-        batch_size, shape["channels"], shape["img_size"], shape["img_size"], device=device
-    )
+    size = (batch_size, shape["channels"], shape["img_size"], shape["img_size"])
+    x = torch.randn(size, device=device)
     labels = torch.randint(0, net.num_classes, (batch_size,), device=device)
-    if options.get("channels_last"):
-        net, x = (
-            net.to(memory_format=torch.channels_last),
-            x.contiguous(memory_format=torch.channels_last),
-        )
+    gflop = gflop_per_image(kind, net, schedule, x, labels)
+    if resolve_switch(options.get("channels_last", False), device):
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     step = make_step(kind, net, schedule, x, labels, {**options, "w": shape["w"]})
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
@@ -116,7 +166,7 @@ def measure(case: str, overrides: list[str], batch_size: int, steps: int, warmup
         step()
     sync()
     seconds = (time.perf_counter() - start) / steps
-    return Row(case, baseline, batch_size / seconds, 1000 * seconds, peak_memory_mib(device))
+    return Row(case, baseline, batch_size / seconds, 1000 * seconds, peak_memory_mib(device), gflop)
 
 
 def peak_memory_mib(device: torch.device) -> float:
@@ -126,59 +176,99 @@ def peak_memory_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def bf16_matmul_peak_tflops(device: torch.device) -> float:
+    """Measured bf16 matrix-product throughput: the denominator of MFU."""
+    n, repeats = (8192, 20) if device.type == "cuda" else (1024, 5)
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    a @ b
+    sync()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync()
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
+
+
 def run_isolated(case: str, *args) -> Row:
-    """measure() in a fresh spawned process, so peak memory is the case's own."""
-    with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(measure, (case, *args))
+    """measure() in a fresh spawned process; a failure becomes a row that carries the error."""
+    baseline = CASES[case][1]
+    try:
+        with mp.get_context("spawn").Pool(1) as pool:
+            return pool.apply(measure, (case, *args))
+    except Exception as err:  # one broken fast path must not hide the others' numbers
+        message = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+        nan = float("nan")
+        return Row(case, baseline, nan, nan, nan, nan, nan, nan, error=message)
 
 
-def with_ratios(rows: list[Row]) -> list[Row]:
-    """Fill in each row's throughput relative to its baseline row."""
+def with_ratios(rows: list[Row], peak_tflops: float) -> list[Row]:
+    """Fill in each row's throughput relative to its baseline row, and its MFU."""
     by_case = {row.case: row for row in rows}
     for row in rows:
         base = by_case.get(row.baseline)
         row.ratio = row.images_per_s / base.images_per_s if base else float("nan")
+        row.mfu = row.images_per_s * row.gflop_per_image / (peak_tflops * 1e3)
     return rows
 
 
 def format_table(rows: list[Row]) -> str:
-    header = f"{'case':<30} {'images/s':>10} {'ms/step':>9} {'peak MiB':>9} {'ratio':>6}  baseline"
+    header = (
+        f"{'case':<28} {'images/s':>9} {'ms/step':>8} {'peak MiB':>9} {'GFLOP/img':>9} "
+        f"{'MFU':>6} {'ratio':>6}  baseline"
+    )
     lines = [header, "-" * len(header)]
-    lines += [
-        f"{r.case:<30} {r.images_per_s:>10.1f} {r.ms_per_step:>9.1f} {r.peak_mib:>9.0f} "
-        f"{r.ratio:>6.2f}  {r.baseline}"
-        for r in rows
-    ]
+    for r in rows:
+        if r.error:
+            lines.append(f"{r.case:<28} failed: {r.error}")
+            continue
+        lines.append(
+            f"{r.case:<28} {r.images_per_s:>9.1f} {r.ms_per_step:>8.1f} {r.peak_mib:>9.0f} "
+            f"{r.gflop_per_image:>9.2f} {r.mfu:>6.1%} {r.ratio:>6.2f}  {r.baseline}"
+        )
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the train config")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per case")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per case")
     parser.add_argument(
-        "--cases", nargs="+", default=list(CASES), choices=list(CASES), metavar="CASE"
+        "--cases",
+        nargs="+",
+        choices=list(CASES),
+        metavar="CASE",
+        help="default: all on a GPU; on a CPU those without torch.compile",
     )
     parser.add_argument("--json", type=Path, default=Path("outputs/bench/bench.json"))
     args = parser.parse_args(argv)
-    if args.batch_size < 1 or args.steps < 1 or args.warmup < 0:
-        sys.exit("error: --batch-size and --steps must be >= 1, --warmup >= 0")
+    if args.batch_size < 2 or args.steps < 1 or args.warmup < 0:
+        sys.exit("error: --batch-size must be >= 2, --steps >= 1, --warmup >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    on_gpu = torch.cuda.is_available()
+    device = torch.device("cuda" if on_gpu else "cpu")
+    cases = args.cases or (list(CASES) if on_gpu else CPU_CASES)
+    peak = bf16_matmul_peak_tflops(device)
     rows = with_ratios(
-        [
-            run_isolated(c, args.overrides, args.batch_size, args.steps, args.warmup)
-            for c in args.cases
-        ]
+        [run_isolated(c, args.overrides, args.batch_size, args.steps, args.warmup) for c in cases],
+        peak,
     )
-    threads = torch.get_num_threads()
-    device = (
-        torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {threads} threads"
+    name = torch.cuda.get_device_name() if on_gpu else f"CPU, {torch.get_num_threads()} threads"
+    print(
+        f"device: {name}; torch {torch.__version__}; batch {args.batch_size}; "
+        f"overrides: {args.overrides or 'none'}; measured bf16 matmul peak {peak:.1f} TFLOP/s"
     )
-    print(f"device: {device}; batch {args.batch_size}; overrides: {args.overrides or 'none'}")
     print(format_table(rows))
-    report = {"device": device, "batch_size": args.batch_size, "overrides": args.overrides}
-    report |= {"torch": torch.__version__, "rows": [asdict(r) for r in rows]}
+    report = {"device": name, "batch_size": args.batch_size, "overrides": args.overrides}
+    report |= {"torch": torch.__version__, "bf16_matmul_peak_tflops": peak}
+    report |= {"rows": [asdict(r) for r in rows]}
     write_json(report, args.json)
     print(f"wrote {args.json}")
 

@@ -17,6 +17,7 @@ from diffusion_lab.diffusion import BETA_SCHEDULES
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.nets import check_unet_geometry
 from diffusion_lab.nets.mlp import ACTIVATIONS, NORMS, WHITENINGS
+from diffusion_lab.nets.speed import COMPILE_MODES
 
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -130,6 +131,24 @@ def validate_training(cfg: DictConfig) -> None:
         )
 
 
+PERF_SWITCHES = ("fused_optimizer", "tf32", "data_on_device")
+PERF_AUTO_SWITCHES = ("compile", "channels_last")
+
+
+def validate_perf(cfg: DictConfig) -> None:
+    """The fast-path switches under `perf` (those the entry point has)."""
+    perf = cfg.get("perf", {})
+    for key in PERF_AUTO_SWITCHES:
+        value = perf.get(key, False)
+        allowed = "must be true, false or auto (on for CUDA devices only)"
+        require(value in (True, False, "auto"), f"perf.{key}", value, allowed)
+    mode = perf.get("compile_mode", "default")
+    require(mode in COMPILE_MODES, "perf.compile_mode", mode, f"must be one of {COMPILE_MODES}")
+    for key in PERF_SWITCHES:
+        value = perf.get(key, False)
+        require(isinstance(value, bool), f"perf.{key}", value, "must be true or false")
+
+
 def validate_accelerator(cfg: DictConfig) -> None:
     """A GPU trainer on a machine without one fails here instead of deep inside Lightning."""
     accelerator = cfg.trainer.get("accelerator")
@@ -142,6 +161,7 @@ def validate_train_config(cfg: DictConfig) -> None:
     validate_schedule(cfg)
     validate_image_size(cfg)
     validate_training(cfg)
+    validate_perf(cfg)
     validate_accelerator(cfg)
 
 

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from diffusion_lab.cli import CONFIG_DIR, report_user_errors, write_json
-from diffusion_lab.config import is_int, is_number, require
+from diffusion_lab.config import is_int, is_number, require, validate_perf
 from diffusion_lab.data.generated import (
     GeneratedSet,
     ShardSpec,
@@ -42,6 +42,7 @@ from diffusion_lab.errors import DataError, UserFacingError
 from diffusion_lab.lit.checkpoint import load_ddpm
 from diffusion_lab.lit.ddpm import DDPMModule
 from diffusion_lab.lit.figures import class_grid, class_grid_figure, save_figure
+from diffusion_lab.nets.speed import compiled, resolve_switch, should_compile, use_tf32
 
 log = logging.getLogger(__name__)
 MIXED_OR_FULL = ("32-true", "32", "bf16-mixed", "16-mixed")
@@ -56,6 +57,7 @@ def validate_generate_config(cfg: DictConfig) -> None:
     require(is_number(cfg.w) and cfg.w >= 0, "w", cfg.w, "must be a number >= 0")
     eta = cfg.sampler.get("eta", 0)
     require(is_number(eta) and eta >= 0, "sampler.eta", eta, "must be a number >= 0")
+    validate_perf(cfg)
     accelerator = cfg.fabric.accelerator
     usable = accelerator not in ("gpu", "cuda") or torch.cuda.is_available()
     require(usable, "fabric.accelerator", accelerator, "no CUDA GPU is visible; use cpu or auto")
@@ -102,8 +104,26 @@ def wanted_manifest(cfg: DictConfig, module: DDPMModule, run_config: dict, preci
     )
 
 
+class FastNet:
+    """The module's network for sampling, with the `perf` fast paths: NHWC and compiled."""
+
+    def __init__(self, module: DDPMModule, perf: DictConfig, device: torch.device) -> None:
+        channels_last = resolve_switch(perf.channels_last, device)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net = module.net.to(memory_format=self.memory_format)
+        compiling = should_compile(perf.compile, device)
+        self.forward = compiled(self.net.forward, perf.compile_mode) if compiling else self.net
+        self.null_label = self.net.null_label
+
+
 def make_shard(
-    fabric: Fabric, module: DDPMModule, sampler: Any, spec: ShardSpec, manifest: dict, bar: tqdm
+    fabric: Fabric,
+    module: DDPMModule,
+    fast: FastNet,
+    sampler: Any,
+    spec: ShardSpec,
+    manifest: dict,
+    bar: tqdm,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images (count, C, H, W) and labels of one shard, from its own generator."""
     generator = torch.Generator(fabric.device).manual_seed(shard_seed(manifest["seed"], spec.index))
@@ -112,9 +132,10 @@ def make_shard(
     images = []
     for part in labels.split(manifest["batch_size"]):
         x_T = torch.randn((len(part), *shape), generator=generator, device=fabric.device)
+        x_T = x_T.contiguous(memory_format=fast.memory_format)
         with fabric.autocast():
             x0 = sampler(
-                module.net, module.schedule, x_T, part, generator, null_label=module.net.null_label
+                fast.forward, module.schedule, x_T, part, generator, null_label=fast.null_label
             )
         images.append(from_signed_unit(x0.float()).cpu())
         bar.update(len(part))
@@ -122,7 +143,7 @@ def make_shard(
 
 
 def make_my_shards(
-    fabric: Fabric, module: DDPMModule, sampler: Any, manifest: dict, root: Path
+    fabric: Fabric, module: DDPMModule, fast: FastNet, sampler: Any, manifest: dict, root: Path
 ) -> int:
     """Make and write this rank's unfinished shards; rank 0 records its own in the manifest."""
     done = {entry["index"] for entry in manifest["shards"]}
@@ -132,7 +153,7 @@ def make_my_shards(
     desc = f"rank {rank}" if world > 1 else "generating"
     with tqdm(total=total, unit="img", desc=desc, position=fabric.local_rank, disable=None) as bar:
         for spec in mine:
-            images, labels = make_shard(fabric, module, sampler, spec, manifest, bar)
+            images, labels = make_shard(fabric, module, fast, sampler, spec, manifest, bar)
             entry = write_shard(root, spec, images, labels)
             if fabric.is_global_zero:
                 manifest["shards"].append(entry)
@@ -182,8 +203,10 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     root = Path(fabric.broadcast(str(Path(cfg.out).absolute()), src=0))
     manifest = open_set(fabric, root, wanted)
     module = module.to(fabric.device)
+    use_tf32(cfg.perf.tf32)
+    fast = FastNet(module, cfg.perf, fabric.device)
     start = time.perf_counter()
-    made = make_my_shards(fabric, module, instantiate(cfg.sampler), manifest, root)
+    made = make_my_shards(fabric, module, fast, instantiate(cfg.sampler), manifest, root)
     made = int(fabric.all_reduce(torch.tensor(made, device=fabric.device), reduce_op="sum"))
     wall_time_s = time.perf_counter() - start
     fabric.barrier()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -16,6 +18,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from diffusion_lab.cli import CONFIG_DIR, report_user_errors, write_json
 from diffusion_lab.config import require, validate_train_config
 from diffusion_lab.lit.callbacks import StoreRunConfig
+from diffusion_lab.nets.speed import bf16_usable, resolve_switch, use_tf32
 
 
 def build_trainer(cfg: DictConfig, run_config: dict[str, Any]) -> pl.Trainer:
@@ -58,9 +61,30 @@ def final_metrics(trainer: pl.Trainer, wall_time_s: float) -> dict[str, float]:
     return metrics
 
 
+def training_device(cfg: DictConfig) -> torch.device:
+    """The kind of device the trainer will pick: CUDA where asked for or automatic and present."""
+    on_gpu = cfg.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    return torch.device("cuda" if on_gpu else "cpu")
+
+
+def usable_precision(precision: str, device: torch.device) -> str:
+    """The trainer precision, or 32-true with a warning where the GPU has no bf16."""
+    if "bf16" in str(precision) and not bf16_usable(device):
+        warnings.warn(
+            f"trainer.precision={precision}: this GPU has no bf16; training in 32-true",
+            stacklevel=2,
+        )
+        return "32-true"
+    return precision
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Validate, build from the config, fit, then write metrics.json and the HParams entry."""
     validate_train_config(cfg)
+    cfg.trainer.precision = usable_precision(cfg.trainer.precision, training_device(cfg))
+    # Resolved before the module is built (and recorded so in the run config).
+    cfg.perf.channels_last = resolve_switch(cfg.perf.channels_last, training_device(cfg))
+    use_tf32(cfg.perf.tf32)
     if cfg.ckpt_path is not None:
         require(
             Path(cfg.ckpt_path).is_file(), "ckpt_path", cfg.ckpt_path, "no such checkpoint file"

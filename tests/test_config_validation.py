@@ -130,6 +130,11 @@ def test_quickstart_composes_as_documented():
         ("p_uncond=1.0", ["p_uncond=1.0"]),
         ("w=-1", ["w=-1"]),
         ("callbacks.ema.decay=1.0", ["callbacks.ema.decay=1.0"]),
+        ("perf.compile=sometimes", ["perf.compile='sometimes'", "auto"]),
+        ("perf.channels_last=2", ["perf.channels_last=2", "auto"]),
+        ("perf.compile_mode=fastest", ["perf.compile_mode='fastest'", "reduce-overhead"]),
+        ("perf.tf32=maybe", ["perf.tf32='maybe'", "true or false"]),
+        ("perf.fused_optimizer=1", ["perf.fused_optimizer=1", "true or false"]),
     ],
 )
 def test_invalid_values_raise_one_line_config_error(override, expected):

@@ -43,6 +43,7 @@ class ImageDataModule(pl.LightningDataModule):
         random_flip: bool = False,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
+        on_device: bool = False,
     ) -> None:
         super().__init__()
         for key, value in (("batch_size", batch_size), ("img_size", img_size)):
@@ -51,6 +52,11 @@ class ImageDataModule(pl.LightningDataModule):
             _check_positive("data.eval_batch_size", eval_batch_size)
         if num_workers < 0:
             raise DataError(f"data.num_workers={num_workers}: must be 0 or more")
+        if on_device and num_workers:
+            raise DataError(
+                f"data.num_workers={num_workers}: must be 0 with data.on_device=true "
+                "(worker processes cannot index GPU memory)"
+            )
         self.batch_size = batch_size
         self.img_size = img_size
         self.channels = channels
@@ -60,6 +66,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.random_flip = random_flip
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
+        self.on_device = on_device
         self.train_set: InMemoryImages | None = None
         self.val_set: InMemoryImages | None = None
         self.test_set: InMemoryImages | None = None
@@ -97,8 +104,18 @@ class ImageDataModule(pl.LightningDataModule):
                     f"training images left after data.val_size={self.val_size}"
                 )
             self.train_set, self.val_set = InMemoryImages(*train), InMemoryImages(*val)
+            self._move_to_gpu(self.train_set, self.val_set)
         if stage == "test" and self.test_set is None:
             self.test_set = InMemoryImages(*self._load_checked(train=False))
+
+    def _move_to_gpu(self, *datasets: InMemoryImages) -> None:
+        """With `on_device`, hold the uint8 images on the trainer's GPU: batches are then cut
+        out by indexing there, with no host-to-device copy per step."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
+        if not self.on_device or device is None or device.type != "cuda":
+            return
+        for dataset in datasets:
+            dataset.images, dataset.labels = dataset.images.to(device), dataset.labels.to(device)
 
     def _loader(self, dataset: InMemoryImages | None, batch_size: int, train: bool) -> DataLoader:
         """A DataLoader that fetches whole batches by tensor indexing (no per-sample work)."""

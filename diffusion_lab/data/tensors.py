@@ -45,6 +45,9 @@ class InMemoryImages(Dataset[tuple[Tensor, Tensor]]):
     def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
         """A whole batch by one tensor index; the DataLoader calls this instead of __getitem__."""
         index = torch.as_tensor(indices, dtype=torch.long)
+        if self.images.is_cuda:
+            # From pinned memory the copy is asynchronous: a pageable one would wait for the GPU.
+            index = index.pin_memory().to(self.images.device, non_blocking=True)
         return self.images[index], self.labels[index]
 
 

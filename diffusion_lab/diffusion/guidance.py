@@ -21,12 +21,14 @@ def guided_eps(
 ) -> Tensor:
     """eps = (1 + w) * eps(x, y) - w * eps(x, null), both halves from ONE batched forward pass.
 
-    w = 0 is the plain conditional model and skips the unconditional half.
+    w = 0 is the plain conditional model and skips the unconditional half. The result has
+    xt's dtype: under autocast the network answers in bf16, and the mix, which amplifies the
+    difference of two close predictions by w, is taken in xt's (float32) precision.
     """
     if w == 0:
-        return net(xt, t, labels)
+        return net(xt, t, labels).to(xt.dtype)
     null = torch.full_like(labels, null_label)
-    eps_cond, eps_null = net(
-        torch.cat([xt, xt]), torch.cat([t, t]), torch.cat([labels, null])
-    ).chunk(2)
+    eps_cond, eps_null = (
+        net(torch.cat([xt, xt]), torch.cat([t, t]), torch.cat([labels, null])).to(xt.dtype).chunk(2)
+    )
     return (1 + w) * eps_cond - w * eps_null

@@ -7,6 +7,8 @@ WeightAveraging), which swaps them in for validation and writes them as the chec
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Callable
 
 import pytorch_lightning as pl
@@ -18,6 +20,7 @@ from torchmetrics import MeanMetric
 
 from diffusion_lab.diffusion import NoiseSchedule, drop_labels, eps_mse
 from diffusion_lab.lit.lr_schedules import optimizers_with_step_schedule
+from diffusion_lab.nets.speed import compiled, should_compile
 
 OptimizerFactory = Callable[..., Optimizer]
 LRScheduleFactory = Callable[[Optimizer, int], LRScheduler]
@@ -34,6 +37,10 @@ class DDPMModule(pl.LightningModule):
         p_uncond: probability of replacing a label with the null label in training.
         val_buckets: validation loss is also logged for this many equal ranges of t.
         val_seed: seeds validation noise and steps, so validation loss compares across epochs.
+        channels_last: store weights and training batches as NHWC, before the EMA copy is made.
+        compile: torch.compile the network's training forward (true, false, "auto": CUDA only).
+        compile_mode: the torch.compile mode (see `diffusion_lab.nets.speed.COMPILE_MODES`).
+        fused_optimizer: build the optimizer with `fused=True` (one kernel for all parameters).
     """
 
     def __init__(
@@ -45,6 +52,10 @@ class DDPMModule(pl.LightningModule):
         p_uncond: float = 0.1,
         val_buckets: int = 4,
         val_seed: int = 0,
+        channels_last: bool = False,
+        compile: bool | str = False,
+        compile_mode: str = "default",
+        fused_optimizer: bool = False,
     ) -> None:
         super().__init__()
         # Components are rebuilt from the run config stored in each checkpoint (see checkpoint.py).
@@ -59,14 +70,34 @@ class DDPMModule(pl.LightningModule):
         self.val_seed = val_seed
         self.bucket_edges = torch.linspace(0, schedule.T, val_buckets + 1).round().long().tolist()
         self.val_bucket_loss = nn.ModuleList(MeanMetric() for _ in range(val_buckets))
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)
+        self.compile_setting = compile
+        self.compile_mode = compile_mode
+        self.fused_optimizer = fused_optimizer
+        # The network's forward compiled for training_step (None: run the network eagerly).
+        self.compiled_forward: Callable[..., Tensor] | None = None
+
+    def on_fit_start(self) -> None:
+        """Compile the training forward, once the module is on its device.
+
+        Only the training forward is compiled: validation and sample grids run eagerly and cost
+        no extra compilations, and the EMA copy and the checkpoints hold the plain module.
+        """
+        if should_compile(self.compile_setting, self.device):
+            self.compiled_forward = compiled(self.net.forward, self.compile_mode)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x0, labels = batch
+        x0 = x0.contiguous(memory_format=self.memory_format)
         t = torch.randint(0, self.schedule.T, (x0.shape[0],), device=self.device)
-        eps = torch.randn_like(x0)
+        # Drawn in the standard layout, so NHWC batches see the same noise as NCHW ones.
+        eps = torch.randn(x0.shape, device=self.device).contiguous(memory_format=self.memory_format)
         labels = drop_labels(labels, self.p_uncond, self.net.null_label)
-        loss = eps_mse(self.net, self.schedule, x0, t, eps, labels).mean()
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        net = self.net if self.compiled_forward is None else self.compiled_forward
+        loss = eps_mse(net, self.schedule, x0, t, eps, labels).mean()
+        # Not on the progress bar: the bar reads the value back every refresh, a GPU sync.
+        self.log("train/loss", loss, on_step=True, on_epoch=False)
         self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
@@ -90,6 +121,34 @@ class DDPMModule(pl.LightningModule):
         return (positions * self.schedule.T).long().clamp_(max=self.schedule.T - 1)
 
     def configure_optimizers(self) -> dict:
+        factory = self.optimizer_factory
+        if self.fused_optimizer:
+            if "16" in str(self.trainer.precision) and "bf16" not in str(self.trainer.precision):
+                warnings.warn(
+                    "perf.fused_optimizer=true: fp16 loss scaling cannot clip gradients of a "
+                    "fused optimizer; using the unfused one",
+                    stacklevel=2,
+                )
+            else:
+                factory = functools.partial(factory, fused=True)
         return optimizers_with_step_schedule(
-            self, self.net.parameters(), self.optimizer_factory, self.lr_schedule_factory
+            self, self.net.parameters(), factory, self.lr_schedule_factory
         )
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip by norm as Lightning does, also for a fused optimizer under bf16.
+
+        Lightning refuses to clip for fused optimizers under any mixed precision, because fp16's
+        gradient scaler unscales inside their step; bf16 has no scaler, so clipping is exact.
+        """
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if gradient_clip_val and scaler is None and gradient_clip_algorithm in (None, "norm"):
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)

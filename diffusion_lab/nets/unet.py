@@ -16,13 +16,30 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def group_norm(channels: int) -> nn.GroupNorm:
+class GroupNorm(nn.GroupNorm):
+    """GroupNorm that keeps a low-precision input in its dtype.
+
+    CUDA autocast runs group_norm in float32: every norm would read bf16, write float32, and
+    the SiLU and the next convolution would read float32 again. The kernels accumulate the
+    statistics in float32 for bf16 inputs anyway, so the result differs from the float32 path
+    only by the final rounding to bf16, which the next convolution applies regardless.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dtype == self.weight.dtype:
+            return super().forward(x)
+        with torch.autocast(x.device.type, enabled=False):
+            weight, bias = self.weight.to(x.dtype), self.bias.to(x.dtype)
+            return F.group_norm(x, self.num_groups, weight, bias, self.eps)
+
+
+def group_norm(channels: int) -> GroupNorm:
     """GroupNorm with 32 groups (DDPM) where that leaves >= 4 channels a group, fewer otherwise.
 
     One channel a group would subtract each channel's spatial mean, and with it the time and
     label projections that ResBlock adds as per-channel constants just before norm2.
     """
-    return nn.GroupNorm(math.gcd(32, max(1, channels // 4)), channels)
+    return GroupNorm(math.gcd(32, max(1, channels // 4)), channels)
 
 
 def zero_init(module: nn.Module) -> nn.Module:
