@@ -142,23 +142,48 @@ def make_shard(
     return torch.cat(images), labels.cpu()
 
 
+class SteadyRate:
+    """Images per second after the first shard, which pays for compilation and autotuning."""
+
+    def __init__(self) -> None:
+        self.first_done: float | None = None
+        self.images_after_first = 0
+
+    def tick(self, images: int) -> None:
+        """Count a finished shard (its images are on the host, so the GPU work is done)."""
+        if self.first_done is None:
+            self.first_done = time.perf_counter()
+        else:
+            self.images_after_first += images
+
+    def images_per_s(self) -> float | None:
+        if not self.images_after_first:
+            return None
+        return self.images_after_first / (time.perf_counter() - self.first_done)
+
+
 def make_my_shards(
     fabric: Fabric, module: DDPMModule, fast: FastNet, sampler: Any, manifest: dict, root: Path
-) -> int:
-    """Make and write this rank's unfinished shards; rank 0 records its own in the manifest."""
+) -> tuple[int, float | None]:
+    """Make and write this rank's unfinished shards; rank 0 records its own in the manifest.
+
+    Returns the images made and this rank's rate after its first shard (None with one shard).
+    """
     done = {entry["index"] for entry in manifest["shards"]}
     rank, world = fabric.global_rank, fabric.world_size
     mine = [s for s in layout_of(manifest) if s.index not in done and s.index % world == rank]
     total = sum(spec.count for spec in mine)
     desc = f"rank {rank}" if world > 1 else "generating"
+    clock = SteadyRate()
     with tqdm(total=total, unit="img", desc=desc, position=fabric.local_rank, disable=None) as bar:
         for spec in mine:
             images, labels = make_shard(fabric, module, fast, sampler, spec, manifest, bar)
+            clock.tick(spec.count)
             entry = write_shard(root, spec, images, labels)
             if fabric.is_global_zero:
                 manifest["shards"].append(entry)
                 write_manifest(root, manifest)
-    return total
+    return total, clock.images_per_s()
 
 
 def open_set(fabric: Fabric, root: Path, wanted: dict) -> dict:
@@ -206,11 +231,14 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     use_tf32(cfg.perf.tf32)
     fast = FastNet(module, cfg.perf, fabric.device)
     start = time.perf_counter()
-    made = make_my_shards(fabric, module, fast, instantiate(cfg.sampler), manifest, root)
+    made, steady = make_my_shards(fabric, module, fast, instantiate(cfg.sampler), manifest, root)
     made = int(fabric.all_reduce(torch.tensor(made, device=fabric.device), reduce_op="sum"))
     wall_time_s = time.perf_counter() - start
     fabric.barrier()
     metrics = {"images_made": made, "wall_time_s": wall_time_s, "images_per_s": made / wall_time_s}
+    if steady is not None:
+        # Rank 0's rate after its first shard, times the ranks: the rate of a long run.
+        metrics["steady_images_per_s"] = steady * fabric.world_size
     if fabric.is_global_zero:
         manifest["shards"] = finished_shards(root, manifest)
         write_manifest(root, manifest)

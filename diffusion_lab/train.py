@@ -17,7 +17,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from diffusion_lab.cli import CONFIG_DIR, report_user_errors, write_json
 from diffusion_lab.config import require, validate_train_config
-from diffusion_lab.lit.callbacks import StoreRunConfig
+from diffusion_lab.lit.callbacks import StoreRunConfig, Throughput
 from diffusion_lab.nets.speed import bf16_usable, resolve_switch, use_tf32
 
 
@@ -58,6 +58,9 @@ def final_metrics(trainer: pl.Trainer, wall_time_s: float) -> dict[str, float]:
             "wall_time_s": wall_time_s,
         }
     )
+    for callback in trainer.callbacks:
+        if isinstance(callback, Throughput) and callback.images_per_s is not None:
+            metrics["train_images_per_s"] = callback.images_per_s
     return metrics
 
 

@@ -54,6 +54,8 @@ def test_short_run_writes_every_output(compose_train):
     run = Path(cfg.output_dir)
 
     assert metrics["global_step"] == 6 and metrics["epochs"] == 2
+    # Second epoch only: 3 steps of 16 images, in well under the whole run's wall time.
+    assert metrics["train_images_per_s"] > 48 / metrics["wall_time_s"]
     assert json.loads((run / "metrics.json").read_text())["val/loss"] == pytest.approx(
         metrics["val/loss"]
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -210,3 +211,30 @@ class StoreRunConfig(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         checkpoint[RUN_CONFIG_KEY] = self.config
+
+
+class Throughput(pl.Callback):
+    """Training images per second from the start of the second epoch to the end of the last.
+
+    The first epoch is left out because it pays for compilation and kernel autotuning; the
+    rest includes everything an epoch does (validation, EMA, logging, periodic sample grids and
+    checkpoints). The final sample grid, drawn once after the last epoch, is not included.
+    """
+
+    def __init__(self) -> None:
+        self._start: float | None = None
+        self._steps_at_start = 0
+        self.images_per_s: float | None = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._start is None and trainer.current_epoch >= 1:
+            self._start, self._steps_at_start = time.perf_counter(), trainer.global_step
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._start is None:
+            return
+        if pl_module.device.type == "cuda":  # once per epoch: wait for the queued steps
+            torch.cuda.synchronize(pl_module.device)
+        steps = trainer.global_step - self._steps_at_start
+        batch_size = trainer.datamodule.batch_size * trainer.world_size
+        self.images_per_s = steps * batch_size / (time.perf_counter() - self._start)

@@ -38,8 +38,9 @@ class WarmupEMA(WeightAveraging):
     `warmup`, the decay is min(decay, (1 + n) / (10 + n)) after n updates, reaching 0.999 near
     update 9,000 and 0.9999 near 90,000; without it this is Lightning's EMAWeightAveraging.
 
-    The update is one fused lerp over all tensors on the device. The update count is kept on the
-    host too: AveragedModel.update_parameters reads its device counter, a GPU sync every step.
+    The average lives on the training device and the update is one fused lerp over all its
+    tensors there. The update count is kept on the host too: AveragedModel.update_parameters
+    reads its device counter, a GPU sync every step.
     """
 
     def __init__(self, decay: float = 0.9999, warmup: bool = True, **kwargs: Any) -> None:
@@ -49,6 +50,13 @@ class WarmupEMA(WeightAveraging):
         self.decay = decay
         self.warmup = warmup
         self._num_updates: int | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # The module is still on the CPU here, and WeightAveraging would keep the average where
+        # the module is now: every update would then copy all weights off the GPU.
+        if self._device is None:
+            self._device = trainer.strategy.root_device
+        super().setup(trainer, pl_module, stage)
 
     def decay_after(self, num_updates: int) -> float:
         """The decay applied by the update that follows `num_updates` earlier ones."""
