@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format tensorboard bench clean
+.PHONY: install run test lint format tensorboard bench gpu-prep gpu-check clean
 
 install: $(STAMP)
 
@@ -33,6 +33,14 @@ tensorboard: install
 
 bench: install
 	$(PY) -m diffusion_lab.bench
+
+# Fill the git-ignored .gpu/ with Hydra's wheels and a CIFAR-10 subset for a bare GPU machine.
+gpu-prep: install
+	$(PY) experiments/performance/prepare_gpu_check.py
+
+# On the GPU machine (torch and Lightning installed there): bench, train, generate, classify.
+gpu-check:
+	bash experiments/performance/gpu_check.sh
 
 clean:
 	rm -rf outputs multirun/*/ .pytest_cache .ruff_cache

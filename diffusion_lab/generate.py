@@ -222,13 +222,13 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     allowed = "must be 32-true, bf16-mixed or 16-mixed (null: the checkpoint's precision)"
     require(str(precision) in MIXED_OR_FULL, "fabric.precision", precision, allowed)
     wanted = wanted_manifest(cfg, module, run_config, precision)
+    use_tf32(cfg.perf.tf32)
     fabric = instantiate(cfg.fabric, precision=precision)
     fabric.launch()
     # Under torchrun every rank composes its own run folder name: use rank 0's.
     root = Path(fabric.broadcast(str(Path(cfg.out).absolute()), src=0))
     manifest = open_set(fabric, root, wanted)
     module = module.to(fabric.device)
-    use_tf32(cfg.perf.tf32)
     fast = FastNet(module, cfg.perf, fabric.device)
     start = time.perf_counter()
     made, steady = make_my_shards(fabric, module, fast, instantiate(cfg.sampler), manifest, root)

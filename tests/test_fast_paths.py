@@ -189,12 +189,13 @@ def test_channels_last_training_sees_the_same_noise_and_loss():
 
 
 @pytest.mark.slow
-def test_compiled_training_matches_eager():
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compiled_training_matches_eager(mode):
     """torch.compile of the training forward: the same losses to 1e-4 (Inductor fuses ops)."""
     if speed.c_compiler() is None:
         pytest.skip("torch.compile needs a C compiler")
     plain, plain_losses = fit_tiny("32-true", torch.optim.SGD)
-    fast, fast_losses = fit_tiny("32-true", torch.optim.SGD, compile=True)
+    fast, fast_losses = fit_tiny("32-true", torch.optim.SGD, compile=True, compile_mode=mode)
     assert fast.compiled_forward is not None
     torch.testing.assert_close(fast_losses, plain_losses, rtol=1e-4, atol=1e-5)
     assert_same_weights(fast, plain, tol=1e-4)

@@ -57,7 +57,7 @@ def compiled(fn: Callable[..., Any], mode: str = "default") -> Callable[..., Any
 
 def use_tf32(enabled: bool) -> None:
     """TF32 tensor cores for float32 matmuls and convolutions on NVIDIA GPUs (no-op elsewhere)."""
-    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.set_float32_matmul_precision("high" if enabled else "highest")
     torch.backends.cudnn.allow_tf32 = enabled
 
 

@@ -44,9 +44,10 @@ def steps(out: Path, smoke: bool) -> list[tuple[str, list[str], Path]]:
     generate = [f"ckpt={ckpt}", "sampler=ddim", "fabric.accelerator=gpu"]
     classify = ["trainer=gpu", f"data.root={DATA}", "epochs=3", "data.val_size=500"]
     bench = ["--batch-size", "128", "--steps", "20", "--warmup", "5", "--cases"]
-    bench += ["train fp32", "train bf16 autocast", "train fast, eager", "train fast, compiled"]
+    bench += ["train fp32", "train bf16 autocast", "train fast, compiled"]
+    bench += ["train fast, CUDA graphs"]
     bench += ["sample fp32, 2 passes", "sample fast, compiled"]
-    per_class, plain_per_class = "per_class=1000", "per_class=200"
+    per_class, plain_per_class = "per_class=1000", "per_class=100"
     if smoke:
         tiny = ["experiment=quickstart", "T=20", "model.ch=8", "epochs=2"]
         tiny += ["trainer.limit_train_batches=4"]
