@@ -12,21 +12,18 @@ evaluates the real test split once, at the end.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig
 
-from diffusion_lab.cli import CONFIG_DIR, report_user_errors, write_json
+from diffusion_lab import fitting
+from diffusion_lab.cli import CONFIG_DIR, report_user_errors
 from diffusion_lab.config import validate_classify_config
 from diffusion_lab.data import ClassificationDataModule
 from diffusion_lab.lit.classifier import ClassifierModule
-from diffusion_lab.train import build_trainer, hparams_table
 
 
 def swept_modes() -> tuple[str, ...]:
@@ -76,34 +73,24 @@ def final_metrics(
     return metrics
 
 
-def log_final(trainer: pl.Trainer, run_config: dict[str, Any], metrics: dict[str, Any]) -> None:
-    """The HParams entry: the run's settings with its final scalars (and per-class accuracy)."""
+def hparams_final(metrics: dict[str, Any]) -> dict[str, float]:
+    """The HParams metrics: the final scalars and the per-class test accuracy."""
     final = {f"final/{k}": v for k, v in metrics.items() if isinstance(v, float)}
     final.update({f"final/test/acc_{k}": v for k, v in metrics["test/per_class_acc"].items()})
-    for logger in trainer.loggers:
-        logger.log_hyperparams(hparams_table(run_config), final)
+    return final
 
 
 def classify(cfg: DictConfig) -> dict[str, Any]:
     """Validate, fit, test once, then write metrics.json and the HParams entry."""
     validate_classify_config(cfg, swept_modes())
     resolve_mode(cfg)
-    datamodule = instantiate(cfg.datamodule)
-    if rank_zero_only.rank == 0:
-        datamodule.prepare_data()  # missing or mismatched data fail here, before any output
-    pl.seed_everything(cfg.seed, workers=True)
-    run_config = OmegaConf.to_container(cfg, resolve=True)
-    module = instantiate(cfg.module)
-    trainer = build_trainer(cfg, run_config)
+    fitted = fitting.fit(cfg, cfg.datamodule)
+    fit_metrics = logged_scalars(fitted.trainer)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
-    fit_metrics = logged_scalars(trainer)
-    trainer.test(module, datamodule=datamodule, verbose=False)
-    metrics = fit_metrics | final_metrics(trainer, module, datamodule, cfg)
-    metrics["wall_time_s"] = time.perf_counter() - start
-    if trainer.is_global_zero:
-        write_json(metrics, Path(cfg.output_dir) / "metrics.json")
-        log_final(trainer, run_config, metrics)
+    fitted.trainer.test(fitted.module, datamodule=fitted.datamodule, verbose=False)
+    metrics = fit_metrics | final_metrics(fitted.trainer, fitted.module, fitted.datamodule, cfg)
+    metrics["wall_time_s"] = fitted.wall_time_s + time.perf_counter() - start
+    fitting.record(fitted, metrics, cfg.output_dir, hparams_final(metrics))
     return metrics
 
 

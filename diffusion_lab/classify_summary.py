@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from diffusion_lab.errors import DataError
 from diffusion_lab.files import atomic_path
-from diffusion_lab.lit.figures import save_figure
+from diffusion_lab.plotting import save_figure
 
 MODE_ORDER = ("real", "augmented", "synthetic")
 

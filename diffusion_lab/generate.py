@@ -17,7 +17,7 @@ from typing import Any
 
 import hydra
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from lightning_fabric import Fabric
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
@@ -37,12 +37,10 @@ from diffusion_lab.data.generated import (
     write_manifest,
     write_shard,
 )
-from diffusion_lab.data.tensors import from_signed_unit
-from diffusion_lab.errors import DataError, UserFacingError
-from diffusion_lab.lit.checkpoint import load_ddpm
-from diffusion_lab.lit.ddpm import DDPMModule
-from diffusion_lab.lit.figures import class_grid, class_grid_figure, save_figure
-from diffusion_lab.nets.speed import compiled, resolve_switch, should_compile, use_tf32
+from diffusion_lab.errors import DataError
+from diffusion_lab.lit.run import TrainedRun
+from diffusion_lab.nets.speed import use_tf32
+from diffusion_lab.plotting import class_grid, class_grid_figure, save_figure
 
 log = logging.getLogger(__name__)
 MIXED_OR_FULL = ("32-true", "32", "bf16-mixed", "16-mixed")
@@ -63,20 +61,6 @@ def validate_generate_config(cfg: DictConfig) -> None:
     require(usable, "fabric.accelerator", accelerator, "no CUDA GPU is visible; use cpu or auto")
 
 
-def data_settings(ckpt: str, run_config: dict[str, Any]) -> dict[str, Any]:
-    """Image size, channels and classes of the data the checkpoint was trained on."""
-    try:
-        data = run_config["data"]
-        settings = {key: data[key] for key in ("num_classes", "img_size", "channels")}
-        names = getattr(get_class(data["_target_"]), "class_names", ())
-    except (KeyError, TypeError, ImportError, ValueError):
-        raise UserFacingError(
-            f"ckpt={ckpt}: its stored config lacks data.num_classes/img_size/channels"
-        ) from None
-    settings["class_names"] = list(names) if len(names) == settings["num_classes"] else None
-    return settings
-
-
 def sampler_settings(cfg: DictConfig, T: int) -> dict[str, Any]:
     """What the manifest records of the sampler: name, steps and its other arguments."""
     sampler = OmegaConf.to_container(cfg.sampler, resolve=True)
@@ -88,15 +72,19 @@ def sampler_settings(cfg: DictConfig, T: int) -> dict[str, Any]:
     return {"name": target.rsplit(".", 1)[-1].removesuffix("_sample"), "steps": steps, **sampler}
 
 
-def wanted_manifest(cfg: DictConfig, module: DDPMModule, run_config: dict, precision: str) -> dict:
+def wanted_manifest(cfg: DictConfig, run: TrainedRun, precision: str) -> dict:
     """The manifest of the set this run makes, before any shard."""
+    spec = run.spec
     return new_manifest(
-        **data_settings(cfg.ckpt, run_config),
+        num_classes=spec.num_classes,
+        img_size=spec.img_size,
+        channels=spec.channels,
+        class_names=list(spec.class_names) if spec.class_names else None,
         per_class=cfg.per_class,
         shard_size=cfg.shard_size,
         checkpoint_sha256=sha256_file(cfg.ckpt),
         checkpoint_path=str(Path(cfg.ckpt).resolve()),
-        sampler=sampler_settings(cfg, module.schedule.T),
+        sampler=sampler_settings(cfg, run.module.schedule.T),
         w=cfg.w,
         seed=cfg.seed,
         batch_size=cfg.batch_size,
@@ -104,40 +92,16 @@ def wanted_manifest(cfg: DictConfig, module: DDPMModule, run_config: dict, preci
     )
 
 
-class FastNet:
-    """The module's network for sampling, with the `perf` fast paths: NHWC and compiled."""
-
-    def __init__(self, module: DDPMModule, perf: DictConfig, device: torch.device) -> None:
-        channels_last = resolve_switch(perf.channels_last, device)
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.net = module.net.to(memory_format=self.memory_format)
-        compiling = should_compile(perf.compile, device)
-        self.forward = compiled(self.net.forward, perf.compile_mode) if compiling else self.net
-        self.null_label = self.net.null_label
-
-
 def make_shard(
-    fabric: Fabric,
-    module: DDPMModule,
-    fast: FastNet,
-    sampler: Any,
-    spec: ShardSpec,
-    manifest: dict,
-    bar: tqdm,
+    fabric: Fabric, run: TrainedRun, sampler: Any, spec: ShardSpec, manifest: dict, bar: tqdm
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images (count, C, H, W) and labels of one shard, from its own generator."""
     generator = torch.Generator(fabric.device).manual_seed(shard_seed(manifest["seed"], spec.index))
     labels = spec.labels(manifest["per_class"]).to(fabric.device)
-    shape = (manifest["channels"], manifest["img_size"], manifest["img_size"])
     images = []
     for part in labels.split(manifest["batch_size"]):
-        x_T = torch.randn((len(part), *shape), generator=generator, device=fabric.device)
-        x_T = x_T.contiguous(memory_format=fast.memory_format)
         with fabric.autocast():
-            x0 = sampler(
-                fast.forward, module.schedule, x_T, part, generator, null_label=fast.null_label
-            )
-        images.append(from_signed_unit(x0.float()).cpu())
+            images.append(run.sample(part, generator, sampler).cpu())
         bar.update(len(part))
     return torch.cat(images), labels.cpu()
 
@@ -163,7 +127,7 @@ class SteadyRate:
 
 
 def make_my_shards(
-    fabric: Fabric, module: DDPMModule, fast: FastNet, sampler: Any, manifest: dict, root: Path
+    fabric: Fabric, run: TrainedRun, sampler: Any, manifest: dict, root: Path
 ) -> tuple[int, float | None]:
     """Make and write this rank's unfinished shards; rank 0 records its own in the manifest.
 
@@ -177,7 +141,7 @@ def make_my_shards(
     clock = SteadyRate()
     with tqdm(total=total, unit="img", desc=desc, position=fabric.local_rank, disable=None) as bar:
         for spec in mine:
-            images, labels = make_shard(fabric, module, fast, sampler, spec, manifest, bar)
+            images, labels = make_shard(fabric, run, sampler, spec, manifest, bar)
             clock.tick(spec.count)
             entry = write_shard(root, spec, images, labels)
             if fabric.is_global_zero:
@@ -216,22 +180,22 @@ def write_contact_sheet(gen: GeneratedSet, columns: int, path: Path) -> None:
 def generate(cfg: DictConfig) -> dict[str, Any]:
     """Validate, load the checkpoint, make the missing shards, verify the set; returns metrics."""
     validate_generate_config(cfg)
-    module, run_config = load_ddpm(cfg.ckpt)
-    precision = cfg.fabric.precision or run_config.get("trainer", {}).get("precision", "32-true")
+    run = TrainedRun.load(cfg.ckpt)
+    precision = cfg.fabric.precision or run.config.get("trainer", {}).get("precision", "32-true")
     # Sampling keeps float32 noise and math; only the network's forward may run in autocast.
     allowed = "must be 32-true, bf16-mixed or 16-mixed (null: the checkpoint's precision)"
     require(str(precision) in MIXED_OR_FULL, "fabric.precision", precision, allowed)
-    wanted = wanted_manifest(cfg, module, run_config, precision)
+    wanted = wanted_manifest(cfg, run, precision)
     use_tf32(cfg.perf.tf32)
     fabric = instantiate(cfg.fabric, precision=precision)
     fabric.launch()
     # Under torchrun every rank composes its own run folder name: use rank 0's.
     root = Path(fabric.broadcast(str(Path(cfg.out).absolute()), src=0))
     manifest = open_set(fabric, root, wanted)
-    module = module.to(fabric.device)
-    fast = FastNet(module, cfg.perf, fabric.device)
+    perf = cfg.perf
+    run.to(fabric.device).use_fast_paths(perf.compile, perf.compile_mode, perf.channels_last)
     start = time.perf_counter()
-    made, steady = make_my_shards(fabric, module, fast, instantiate(cfg.sampler), manifest, root)
+    made, steady = make_my_shards(fabric, run, instantiate(cfg.sampler), manifest, root)
     made = int(fabric.all_reduce(torch.tensor(made, device=fabric.device), reduce_op="sum"))
     wall_time_s = time.perf_counter() - start
     fabric.barrier()

@@ -15,10 +15,8 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
-from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import Tensor
@@ -27,11 +25,10 @@ from tqdm.auto import tqdm
 
 from diffusion_lab.classify_summary import summarize_classify_sweep
 from diffusion_lab.cli import report_user_errors
-from diffusion_lab.data.tensors import from_signed_unit
 from diffusion_lab.errors import UserFacingError
 from diffusion_lab.files import atomic_path
-from diffusion_lab.lit.checkpoint import load_ddpm
-from diffusion_lab.lit.figures import (
+from diffusion_lab.lit.run import TrainedRun
+from diffusion_lab.plotting import (
     LossHistory,
     loss_overlay_figure,
     save_figure,
@@ -67,39 +64,21 @@ def row_labels(overrides: list[list[str]]) -> list[str]:
     return [" ".join(o for o in job if o not in shared) or "(defaults)" for job in overrides]
 
 
-def initial_noise(
-    shape: tuple[int, ...], seed: int, device: torch.device
-) -> tuple[Tensor, torch.Generator]:
-    """x_T ~ N(0, I) of `shape` from a generator seeded with `seed`, and that generator.
-
-    Every job gets a fresh generator with the same seed, so jobs of one image shape start
-    from identical x_T and draw identical per-step noise; a job with another img_size (or
-    channel count) gets noise of its own shape drawn the same way from the same seed.
-    """
-    generator = torch.Generator(device=device).manual_seed(seed)
-    return torch.randn(shape, generator=generator, device=device), generator
-
-
-def build_sampler(config: dict[str, Any]) -> Callable[..., Tensor]:
-    """The job's own sampler (partial function) from its stored run config."""
-    return instantiate(config["sampler"])
-
-
 def sample_job(
     ckpt: Path, per_class: int, seed: int, device: torch.device
 ) -> tuple[Tensor, tuple[str, ...]]:
-    """uint8 (per_class * K, C, H, W) samples of a job's final checkpoint, one column per class."""
-    module, config = load_ddpm(ckpt, map_location=device)
-    module.to(device)
-    net = module.net
-    size, channels = int(config["img_size"]), int(config["data"]["channels"])
-    labels = torch.arange(net.num_classes, device=device).repeat(per_class)
-    x_T, generator = initial_noise((len(labels), channels, size, size), seed, device)
+    """uint8 (per_class * K, C, H, W) samples of a job's final checkpoint, one column per class.
+
+    Every job samples with a fresh generator seeded with `seed`, so jobs of one image shape
+    start from identical x_T and draw identical per-step noise; a job with another img_size
+    (or channel count) gets noise of its own shape drawn the same way from the same seed.
+    """
+    run = TrainedRun.load(ckpt, map_location=device).to(device)
+    labels = torch.arange(run.spec.num_classes, device=device).repeat(per_class)
     progress = functools.partial(tqdm, desc=f"sampling {ckpt.parents[1].name}", leave=False)
-    x0 = build_sampler(config)(
-        net, module.schedule, x_T, labels, generator, null_label=net.null_label, progress=progress
-    )
-    return from_signed_unit(x0).cpu(), tuple(get_class(config["data"]["_target_"]).class_names)
+    images = run.sample(labels, seed, progress=progress).cpu()
+    names = run.spec.class_names or tuple(str(k) for k in range(run.spec.num_classes))
+    return images, names
 
 
 def loss_history(job: Path) -> LossHistory:

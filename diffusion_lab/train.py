@@ -2,48 +2,19 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 from pathlib import Path
-from typing import Any
 
 import hydra
 import pytorch_lightning as pl
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig
 
-from diffusion_lab.cli import CONFIG_DIR, report_user_errors, write_json
+from diffusion_lab import fitting
+from diffusion_lab.cli import CONFIG_DIR, report_user_errors
 from diffusion_lab.config import require, validate_train_config
-from diffusion_lab.lit.callbacks import StoreRunConfig, Throughput
+from diffusion_lab.lit.callbacks import Throughput
 from diffusion_lab.nets.speed import bf16_usable, resolve_switch, use_tf32
-
-
-def build_trainer(cfg: DictConfig, run_config: dict[str, Any]) -> pl.Trainer:
-    """The Trainer with the configured callbacks (in config order) and loggers."""
-    callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [StoreRunConfig(run_config)]
-    loggers = [instantiate(c) for c in cfg.logger.values()]
-    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
-
-
-def hparams_table(run_config: dict[str, Any]) -> dict[str, Any]:
-    """What a sweep compares: top-level scalars, the network's settings and the group choices."""
-    params = {k: v for k, v in run_config.items() if not isinstance(v, (dict, list))}
-    params.update({f"model/{k}": v for k, v in run_config["model"].items() if k != "_target_"})
-    if HydraConfig.initialized():
-        choices = HydraConfig.get().runtime.choices
-        # A list choice (`experiment=[quickstart,part3_beta_T]`) would be dropped from HParams.
-        params.update(
-            {
-                f"group/{k}": v if v is None or isinstance(v, str) else ",".join(map(str, v))
-                for k, v in choices.items()
-                if not k.startswith("hydra")
-            }
-        )
-    params.pop("output_dir", None)
-    return params
 
 
 def final_metrics(trainer: pl.Trainer, wall_time_s: float) -> dict[str, float]:
@@ -92,23 +63,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
         require(
             Path(cfg.ckpt_path).is_file(), "ckpt_path", cfg.ckpt_path, "no such checkpoint file"
         )
-    datamodule = instantiate(cfg.data)
-    if rank_zero_only.rank == 0:
-        datamodule.prepare_data()  # missing data fails here, before any output is written
-    pl.seed_everything(cfg.seed, workers=True)
-    run_config = OmegaConf.to_container(cfg, resolve=True)
-    module = instantiate(cfg.module)
-    trainer = build_trainer(cfg, run_config)
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    metrics = final_metrics(trainer, time.perf_counter() - start)
-    if trainer.is_global_zero:
-        write_json(metrics, Path(cfg.output_dir) / "metrics.json")
-        # Lightning also writes these metrics as scalars at step 0: a prefix keeps them off the
-        # training curves of the same names.
-        final = {f"final/{k}": v for k, v in metrics.items()}
-        for logger in trainer.loggers:
-            logger.log_hyperparams(hparams_table(run_config), final)
+    fitted = fitting.fit(cfg, cfg.data, cfg.ckpt_path)
+    metrics = final_metrics(fitted.trainer, fitted.wall_time_s)
+    # Lightning also writes the HParams metrics as scalars at step 0: a prefix keeps them off
+    # the training curves of the same names.
+    fitting.record(fitted, metrics, cfg.output_dir, {f"final/{k}": v for k, v in metrics.items()})
     return metrics
 
 

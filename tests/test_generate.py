@@ -21,7 +21,7 @@ from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.data.generated import MANIFEST_NAME, read_generated_set, sha256_file
 from diffusion_lab.errors import DataError, UserFacingError
 from diffusion_lab.generate import generate
-from diffusion_lab.lit.callbacks import RUN_CONFIG_KEY
+from diffusion_lab.lit.run import RUN_CONFIG_KEY
 from tests.conftest import REPO_ROOT, TINY_TRAIN_OVERRIDES
 
 # 10 classes x 3 = 30 images in 8 shards (the last holds 2), DDIM with 5 of the T=20 steps.

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
 from diffusion_lab import report
-from diffusion_lab.lit.callbacks import RUN_CONFIG_KEY
+from diffusion_lab.lit.run import RUN_CONFIG_KEY, TrainedRun
 from tests.conftest import REPO_ROOT
 
 
@@ -62,8 +62,8 @@ def fake_sweep(tmp_path, compose_train):
 def test_every_row_gets_the_same_noise_labels_and_seed(fake_sweep, monkeypatch, capsys):
     calls = []
 
-    def spy_factory(config):
-        sampler = instantiate(config["sampler"])
+    def spy_factory(run):
+        sampler = instantiate(run.config["sampler"])
 
         def spy(net, schedule, x_T, labels, generator, **kwargs):
             calls.append((x_T.clone(), labels.clone(), generator.get_state().clone()))
@@ -71,7 +71,7 @@ def test_every_row_gets_the_same_noise_labels_and_seed(fake_sweep, monkeypatch, 
 
         return spy
 
-    monkeypatch.setattr(report, "build_sampler", spy_factory)
+    monkeypatch.setattr(TrainedRun, "default_sampler", spy_factory)
     report.main([str(fake_sweep), "--per-class", "2", "--seed", "7"])
     assert len(calls) == 3
     (x0, y0, g0), (x1, y1, g1), (x2, y2, g2) = calls

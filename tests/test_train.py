@@ -15,12 +15,13 @@ from tensorboard.backend.event_processing.event_file_loader import EventFileLoad
 
 from diffusion_lab.data import DigitsDataModule
 from diffusion_lab.diffusion import NoiseSchedule, linear_betas
-from diffusion_lab.lit.callbacks import SampleGrid
-from diffusion_lab.lit.checkpoint import AtomicCheckpointIO, load_ddpm
+from diffusion_lab.fitting import build_trainer
+from diffusion_lab.lit.checkpoint import AtomicCheckpointIO
 from diffusion_lab.lit.ddpm import DDPMModule
 from diffusion_lab.lit.ema import WarmupEMA, warmup_decay
+from diffusion_lab.lit.run import TrainedRun, load_ddpm
 from diffusion_lab.nets import UNet
-from diffusion_lab.train import build_trainer, train
+from diffusion_lab.train import train
 
 
 def tensorboard_tags(run_dir: Path) -> dict[str, list[str]]:
@@ -198,18 +199,18 @@ def test_final_grid_is_sampled_with_ema_weights_before_teardown(compose_train, m
     """
     events: list[str] = []
     weights_at_final_grid: list[torch.Tensor] = []
-    sample, teardown = SampleGrid.sample, SingleDeviceStrategy.teardown
+    sample, teardown = TrainedRun.sample, SingleDeviceStrategy.teardown
 
-    def recording_sample(self, pl_module, *args):
+    def recording_sample(self, *args, **kwargs):
         events.append("sample")
-        weights_at_final_grid.append(pl_module.net.conv_in.weight.detach().clone())
-        return sample(self, pl_module, *args)
+        weights_at_final_grid.append(self.module.net.conv_in.weight.detach().clone())
+        return sample(self, *args, **kwargs)
 
     def recording_teardown(self):
         events.append("teardown")
         teardown(self)
 
-    monkeypatch.setattr(SampleGrid, "sample", recording_sample)
+    monkeypatch.setattr(TrainedRun, "sample", recording_sample)
     monkeypatch.setattr(SingleDeviceStrategy, "teardown", recording_teardown)
     cfg = compose_train("epochs=1")
     train(cfg)

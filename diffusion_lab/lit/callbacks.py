@@ -19,11 +19,9 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from diffusion_lab.data.tensors import from_signed_unit
 from diffusion_lab.lit.ema import WarmupEMA
-from diffusion_lab.lit.figures import class_grid, class_grid_figure, loss_curve_figure, save_figure
-
-RUN_CONFIG_KEY = "diffusion_lab_run_config"
+from diffusion_lab.lit.run import DataSpec, TrainedRun
+from diffusion_lab.plotting import class_grid, class_grid_figure, loss_curve_figure, save_figure
 
 
 def tensorboard_writers(trainer: pl.Trainer) -> list[Any]:
@@ -85,46 +83,23 @@ class SampleGrid(pl.Callback):
         """Sample on rank 0, save `samples_<tag>.png` and log the grid to TensorBoard."""
         if not trainer.is_global_zero:
             return
-        datamodule = trainer.datamodule
-        # Sample in the trainer's precision (e.g. bf16 autocast), as the network was trained.
-        with trainer.precision_plugin.forward_context():
-            images = self.sample(pl_module, datamodule.channels, datamodule.img_size)
-        weights = "EMA weights" if uses_ema(trainer) else "live weights"
-        title = f"after {trainer.global_step} optimizer steps, {weights}"
-        grid = class_grid(images, self.per_class)
-        save_figure(
-            class_grid_figure(grid, datamodule.class_names, title),
-            self.output_dir / f"samples_{tag}.png",
-        )
-        for writer in tensorboard_writers(trainer):
-            writer.add_image("samples/per_class", grid, trainer.global_step)
-
-    def sample(self, pl_module: pl.LightningModule, channels: int, img_size: int) -> Tensor:
-        """uint8 (num_classes * per_class, C, H, W), class-major."""
-        net, device = pl_module.net, pl_module.device
-        labels = torch.arange(net.num_classes, device=device).repeat_interleave(self.per_class)
-        generator = torch.Generator(device=device).manual_seed(self.seed)
-        x_T = torch.randn(
-            len(labels), channels, img_size, img_size, generator=generator, device=device
-        )
+        run = TrainedRun(pl_module, DataSpec.of_datamodule(trainer.datamodule))
+        labels = torch.arange(run.spec.num_classes, device=pl_module.device)
         progress = functools.partial(
             tqdm, desc="sampling grid", leave=False, unit="step", disable=None
         )
-        was_training = net.training
-        net.eval()
-        try:
-            x0 = self.sampler(
-                net,
-                pl_module.schedule,
-                x_T,
-                labels,
-                generator,
-                null_label=net.null_label,
-                progress=progress,
+        # Sample in the trainer's precision (e.g. bf16 autocast), as the network was trained.
+        with trainer.precision_plugin.forward_context():
+            images = run.sample(
+                labels.repeat_interleave(self.per_class), self.seed, self.sampler, progress=progress
             )
-        finally:
-            net.train(was_training)
-        return from_signed_unit(x0)
+        weights = "EMA weights" if uses_ema(trainer) else "live weights"
+        title = f"after {trainer.global_step} optimizer steps, {weights}"
+        grid = class_grid(images, self.per_class)
+        names = run.spec.class_names or [str(k) for k in range(run.spec.num_classes)]
+        save_figure(class_grid_figure(grid, names, title), self.output_dir / f"samples_{tag}.png")
+        for writer in tensorboard_writers(trainer):
+            writer.add_image("samples/per_class", grid, trainer.global_step)
 
 
 class LossCurve(pl.Callback):
@@ -199,18 +174,6 @@ class LossCurve(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, list]) -> None:
         for key, value in state_dict.items():
             setattr(self, key, list(value))
-
-
-class StoreRunConfig(pl.Callback):
-    """Writes the run config into every checkpoint, so a checkpoint alone rebuilds its model."""
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config = config
-
-    def on_save_checkpoint(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        checkpoint[RUN_CONFIG_KEY] = self.config
 
 
 class Throughput(pl.Callback):

@@ -1,4 +1,4 @@
-"""Checkpoint files: atomic writes, and rebuilding a trained DDPM from a checkpoint alone."""
+"""Checkpoint files written atomically (reading them back: `diffusion_lab.lit.run`)."""
 
 from __future__ import annotations
 
@@ -6,42 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from diffusion_lab.errors import UserFacingError
 from diffusion_lab.files import atomic_path
-from diffusion_lab.lit.callbacks import RUN_CONFIG_KEY
-from diffusion_lab.lit.ddpm import DDPMModule
-
-
-def load_ddpm(
-    path: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[DDPMModule, dict[str, Any]]:
-    """The module with the checkpoint's weights (EMA weights when EMA was on) and its run config."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserFacingError(f"ckpt={path}: no such checkpoint file")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception:  # torch.load raises many types (unpickling, zip, EOF) for a foreign file
-        raise UserFacingError(f"ckpt={path}: not a PyTorch checkpoint file") from None
-    config = checkpoint.get(RUN_CONFIG_KEY) if isinstance(checkpoint, dict) else None
-    if not isinstance(config, dict) or "module" not in config:
-        raise UserFacingError(
-            f"ckpt={path}: not a diffusion_lab training checkpoint (no stored run config)"
-        )
-    try:
-        module = instantiate(config["module"])
-        module.load_state_dict(checkpoint["state_dict"])
-    except Exception as err:  # a config from another version of the code, or edited weights
-        raise UserFacingError(
-            f"ckpt={path}: its weights do not fit the model its stored config builds "
-            f"({type(err).__name__}); a checkpoint from an incompatible config or version"
-        ) from None
-    if not isinstance(module, DDPMModule):
-        raise UserFacingError(f"ckpt={path}: holds a {type(module).__name__}, not a DDPM")
-    return module.eval(), config
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from diffusion_lab.lit.callbacks import tensorboard_writers
 from diffusion_lab.lit.classifier import normalized_confusion
-from diffusion_lab.lit.figures import save_figure
+from diffusion_lab.plotting import save_figure
 
 
 def confusion_figure(confusion: Tensor, class_names: Sequence[str], title: str = "") -> Figure:

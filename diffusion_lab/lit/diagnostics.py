@@ -9,7 +9,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 
 from diffusion_lab.lit.callbacks import tensorboard_writers
-from diffusion_lab.lit.figures import save_figure, schedule_figure
+from diffusion_lab.plotting import save_figure, schedule_figure
 
 log = logging.getLogger(__name__)
 
