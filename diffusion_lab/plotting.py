@@ -161,3 +161,22 @@ def loss_overlay_figure(curves: Mapping[str, LossHistory]) -> Figure:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     return fig
+
+
+def per_class_accuracy_figure(
+    stats: Mapping[str, Sequence[tuple[float, float]]], classes: Sequence[str]
+) -> Figure:
+    """Grouped bars: per series, the mean accuracy of each class with ± one std as error bars."""
+    fig = Figure(figsize=(1.0 + 0.9 * len(classes), 4))
+    ax = fig.subplots()
+    width = 0.8 / len(stats)
+    for i, (label, values) in enumerate(stats.items()):
+        positions = [k + (i - (len(stats) - 1) / 2) * width for k in range(len(classes))]
+        means, stds = [100 * m for m, _ in values], [100 * s for _, s in values]
+        ax.bar(positions, means, width, yerr=stds, capsize=2, label=label)
+    ax.set_xticks(range(len(classes)), labels=classes, rotation=45, ha="right")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from diffusion_lab.classify_summary import summarize_classify_sweep
 from diffusion_lab.errors import DataError
+from diffusion_lab.reporting import summarize_classify_sweep
 
 # mode -> seed -> (test accuracy, per-class accuracy of classes a and b)
 RESULTS = {

@@ -22,8 +22,39 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
+def is_under(name: str, modules: tuple[str, ...]) -> bool:
+    """Whether `name` is one of `modules` or inside one (not merely sharing a prefix)."""
+    return any(name == m or name.startswith(f"{m}.") for m in modules)
+
+
 def files_of(layer: str) -> list[Path]:
     return sorted((PACKAGE / layer).glob("*.py"))
+
+
+# The modules users run with `python -m`; nothing in the package imports them.
+ENTRY_POINTS = tuple(
+    f"diffusion_lab.{name}"
+    for name in ("train", "generate", "classify", "report", "bench", "bench_input")
+)
+
+
+@pytest.mark.parametrize("module", [m.rsplit(".", 1)[-1] for m in ENTRY_POINTS])
+def test_no_module_imports_an_entry_point(module):
+    """Entry points import only from the layers below them (and each other not at all)."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for name in imported_modules(path):
+            assert name != f"diffusion_lab.{module}", f"{path.relative_to(PACKAGE)} imports {name}"
+
+
+@pytest.mark.parametrize("module", ["plotting.py", "fitting.py"])
+def test_plotting_and_fitting_sit_below_the_entry_points(module):
+    for name in imported_modules(PACKAGE / module):
+        assert not is_under(name, ENTRY_POINTS), f"{module} imports {name}"
+    if module == "plotting.py":  # matplotlib figures only: no Lightning, no lit/
+        assert not any(
+            n.startswith(("diffusion_lab.lit", "pytorch_lightning"))
+            for n in imported_modules(PACKAGE / module)
+        )
 
 
 @pytest.mark.parametrize("layer", ["diffusion", "nets"])
@@ -42,10 +73,11 @@ def test_pure_torch_layers_import_torch_and_the_standard_library_only(layer):
         ("diffusion", ("diffusion_lab.data", "diffusion_lab.lit", "diffusion_lab.train")),
         ("nets", ("diffusion_lab.data", "diffusion_lab.lit", "diffusion_lab.train")),
         ("data", ("diffusion_lab.lit", "diffusion_lab.train", "hydra")),
-        ("lit", ("diffusion_lab.train", "diffusion_lab.bench")),
+        ("lit", (*ENTRY_POINTS, "diffusion_lab.fitting", "diffusion_lab.reporting")),
+        ("reporting", (*ENTRY_POINTS, "diffusion_lab.fitting")),
     ],
 )
 def test_imports_point_down_only(layer, forbidden):
     for path in files_of(layer):
         for name in imported_modules(path):
-            assert not name.startswith(forbidden), f"{layer}/{path.name} imports {name}"
+            assert not is_under(name, forbidden), f"{layer}/{path.name} imports {name}"

@@ -20,6 +20,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from diffusion_lab import report
 from diffusion_lab.lit.run import RUN_CONFIG_KEY, TrainedRun
+from diffusion_lab.reporting import FINAL_CKPT, row_labels
 from tests.conftest import REPO_ROOT
 
 
@@ -35,7 +36,7 @@ def write_job(job: Path, cfg, overrides: list[str], kind: str = "train", finishe
     config = OmegaConf.to_container(cfg, resolve=True)
     module = instantiate(cfg.module)
     (job / "checkpoints").mkdir()
-    torch.save({"state_dict": module.state_dict(), RUN_CONFIG_KEY: config}, job / report.FINAL_CKPT)
+    torch.save({"state_dict": module.state_dict(), RUN_CONFIG_KEY: config}, job / FINAL_CKPT)
     (job / "metrics.json").write_text(json.dumps({"val/loss": 0.5, "global_step": 3}))
     with SummaryWriter(log_dir=str(job)) as writer:
         for step in range(3):
@@ -99,9 +100,9 @@ def test_writes_grid_loss_overlay_table_and_tensorboard(fake_sweep):
 
 
 def test_row_labels_keep_only_what_differs():
-    assert report.row_labels([["a=1", "b=2"], ["a=1", "b=3"]]) == ["b=2", "b=3"]
-    assert report.row_labels([["a=1"]]) == ["a=1"]
-    assert report.row_labels([[], []]) == ["(defaults)", "(defaults)"]
+    assert row_labels([["a=1", "b=2"], ["a=1", "b=3"]]) == ["b=2", "b=3"]
+    assert row_labels([["a=1"]]) == ["a=1"]
+    assert row_labels([[], []]) == ["(defaults)", "(defaults)"]
 
 
 def run_report(*args: str) -> subprocess.CompletedProcess:
@@ -165,7 +166,7 @@ def test_multirun_then_report_on_the_sweep(tmp_path):
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}", f"{sweep.parent.name}/{sweep.name}")
     for job in ("0", "1"):
         assert (sweep / job / "schedule.png").is_file()
-        assert (sweep / job / report.FINAL_CKPT).is_file()
+        assert (sweep / job / FINAL_CKPT).is_file()
     result = run_report(str(sweep), "--per-class", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     table = (sweep / "report.md").read_text()

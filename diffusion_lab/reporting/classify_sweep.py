@@ -15,12 +15,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from diffusion_lab.errors import DataError
 from diffusion_lab.files import atomic_path
-from diffusion_lab.plotting import save_figure
+from diffusion_lab.plotting import per_class_accuracy_figure, save_figure
 
 MODE_ORDER = ("real", "augmented", "synthetic")
 
@@ -115,28 +114,12 @@ def class_table(by_mode: dict[str, list[Job]], classes: list[str]) -> list[str]:
     return rows
 
 
-def per_class_figure(by_mode: dict[str, list[Job]], classes: list[str]) -> Figure:
-    """Grouped bars: mean per-class test accuracy of each mode, with ± one std over seeds."""
-    fig = Figure(figsize=(1.0 + 0.9 * len(classes), 4))
-    ax = fig.subplots()
-    width = 0.8 / len(by_mode)
-    for i, (mode, jobs) in enumerate(by_mode.items()):
-        stats = [mean_std([j.per_class[name] for j in jobs]) for name in classes]
-        positions = [k + (i - (len(by_mode) - 1) / 2) * width for k in range(len(classes))]
-        ax.bar(
-            positions,
-            [100 * m for m, _ in stats],
-            width,
-            yerr=[100 * s for _, s in stats],
-            capsize=2,
-            label=f"{mode} (n={len(jobs)})",
-        )
-    ax.set_xticks(range(len(classes)), labels=classes, rotation=45, ha="right")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    return fig
+def per_class_stats(by_mode: dict[str, list[Job]], classes: list[str]) -> dict[str, list]:
+    """Per mode (labelled with its run count): (mean, std) of each class's test accuracy."""
+    return {
+        f"{mode} (n={len(jobs)})": [mean_std([j.per_class[name] for j in jobs]) for name in classes]
+        for mode, jobs in by_mode.items()
+    }
 
 
 def group_by_mode(jobs: list[Job]) -> dict[str, list[Job]]:
@@ -171,5 +154,6 @@ def summarize_classify_sweep(sweep_dir: Path) -> list[Path]:
     report = sweep_dir / "report.md"
     with atomic_path(report) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
-    figure = save_figure(per_class_figure(by_mode, classes), sweep_dir / "per_class_accuracy.png")
+    figure = per_class_accuracy_figure(per_class_stats(by_mode, classes), classes)
+    figure = save_figure(figure, sweep_dir / "per_class_accuracy.png")
     return [report, figure]
