@@ -10,21 +10,14 @@ Modes (the training set; validation and test always use the real data's splits):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from diffusion_lab.data.generated import GeneratedSet, check_matches, read_generated_set
-from diffusion_lab.data.modules import ImageDataModule
+from diffusion_lab.data.modules import BatchedDataModule, ImageDataModule
 from diffusion_lab.data.tensors import (
     InMemoryImages,
-    already_batched,
-    random_crop,
-    random_hflip,
-    to_signed_unit,
 )
 from diffusion_lab.errors import DataError
 
@@ -42,7 +35,7 @@ def first_per_class(labels: Tensor, per_class: int, num_classes: int, what: str)
     return torch.cat(picked)
 
 
-class ClassificationDataModule(pl.LightningDataModule):
+class ClassificationDataModule(BatchedDataModule):
     """Train/val/test batches for a classifier, augmented on the device one batch at a time.
 
     Args:
@@ -69,7 +62,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         crop_padding: int = 0,
         subset_seed: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, eval_batch_size, real.random_flip, crop_padding)
         if mode not in MODES:
             raise DataError(f"mode={mode!r}: must be one of {', '.join(MODES)}")
         if mode != "real" and synthetic is None:
@@ -79,18 +72,12 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.synthetic = synthetic
         self.generated_per_class = generated_per_class
         self.real_per_class = real_per_class
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.crop_padding = crop_padding
         self.subset_seed = subset_seed
         self.class_names = real.class_names
         self.img_size, self.channels = real.img_size, real.channels
         self.num_classes = real.num_classes
         self.n_real = self.n_generated = 0
         self._generated: GeneratedSet | None = None
-        self.train_set: InMemoryImages | None = None
-        self.val_set: InMemoryImages | None = None
-        self.test_set: InMemoryImages | None = None
 
     def prepare_data(self) -> None:
         """Find the real data and read and check the generated set: bad input fails here."""
@@ -148,30 +135,3 @@ class ClassificationDataModule(pl.LightningDataModule):
         if stage == "test" and self.test_set is None:
             self.real.setup("test")
             self.test_set = self.real.test_set
-
-    def _loader(self, dataset: InMemoryImages | None, batch_size: int, train: bool) -> DataLoader:
-        """Whole batches by tensor indexing; in training shuffled, without a last partial batch."""
-        if dataset is None:
-            raise RuntimeError("call setup() for this stage before asking for its dataloader")
-        return DataLoader(
-            dataset, batch_size, shuffle=train, drop_last=train, collate_fn=already_batched
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.eval_batch_size, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, train=False)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[Tensor, Tensor]:
-        """Scale uint8 to [-1, 1] on the device; in training, flip (if the data allow) and crop."""
-        images, labels = batch
-        x = to_signed_unit(images)
-        if self.trainer is not None and self.trainer.training:
-            if self.real.random_flip:
-                x = random_hflip(x)
-            x = random_crop(x, self.crop_padding)
-        return x, labels

@@ -13,6 +13,7 @@ from diffusion_lab.data.digits import DIGIT_CLASSES, load_digits_split
 from diffusion_lab.data.tensors import (
     InMemoryImages,
     already_batched,
+    random_crop,
     random_hflip,
     resize_uint8,
     split_train_val,
@@ -27,7 +28,70 @@ def _check_positive(key: str, value: int) -> None:
         raise DataError(f"{key}={value}: must be a positive integer")
 
 
-class ImageDataModule(pl.LightningDataModule):
+class BatchedDataModule(pl.LightningDataModule):
+    """Serves in-memory uint8 splits as whole batches, scaled to [-1, 1] on the device.
+
+    Subclasses fill `train_set`, `val_set` and `test_set` in `setup`. Training batches are
+    flipped (with `random_flip`) and randomly cropped (with `crop_padding` > 0) on the device.
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        eval_batch_size: int,
+        random_flip: bool = False,
+        crop_padding: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.random_flip = random_flip
+        self.crop_padding = crop_padding
+        self.num_workers = num_workers
+        self.train_set: InMemoryImages | None = None
+        self.val_set: InMemoryImages | None = None
+        self.test_set: InMemoryImages | None = None
+
+    def _loader(self, dataset: InMemoryImages | None, batch_size: int, train: bool) -> DataLoader:
+        """A DataLoader that fetches whole batches by tensor indexing (no per-sample work)."""
+        if dataset is None:
+            raise RuntimeError("call setup() for this stage before asking for its dataloader")
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train,
+            collate_fn=already_batched,
+            num_workers=self.num_workers,
+            pin_memory=False,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches; the last partial batch is dropped."""
+        return self._loader(self.train_set, self.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in a fixed order."""
+        return self._loader(self.val_set, self.eval_batch_size, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Held-out test batches in a fixed order."""
+        return self._loader(self.test_set, self.eval_batch_size, train=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[Tensor, Tensor]:
+        """Scale uint8 to [-1, 1] on the device; in training, flip and crop where configured."""
+        images, labels = batch
+        x = to_signed_unit(images)
+        if self.trainer is not None and self.trainer.training:
+            if self.random_flip:
+                x = random_hflip(x)
+            x = random_crop(x, self.crop_padding)
+        return x, labels
+
+
+class ImageDataModule(BatchedDataModule):
     """Base for uint8 datasets held in memory: subclasses implement `_load`, set `class_names`."""
 
     class_names: tuple[str, ...] = ()
@@ -45,7 +109,9 @@ class ImageDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         on_device: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            batch_size, eval_batch_size or batch_size, random_flip, num_workers=num_workers
+        )
         for key, value in (("batch_size", batch_size), ("img_size", img_size)):
             _check_positive(f"data.{key}", value)
         if eval_batch_size is not None:
@@ -57,19 +123,12 @@ class ImageDataModule(pl.LightningDataModule):
                 f"data.num_workers={num_workers}: must be 0 with data.on_device=true "
                 "(worker processes cannot index GPU memory)"
             )
-        self.batch_size = batch_size
         self.img_size = img_size
         self.channels = channels
         self.num_classes = num_classes
         self.val_size = val_size
         self.split_seed = split_seed
-        self.random_flip = random_flip
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
         self.on_device = on_device
-        self.train_set: InMemoryImages | None = None
-        self.val_set: InMemoryImages | None = None
-        self.test_set: InMemoryImages | None = None
 
     def _load(self, train: bool) -> tuple[Tensor, Tensor]:
         """The train or test split as uint8 (N, C, H, W) images and int64 labels."""
@@ -116,41 +175,6 @@ class ImageDataModule(pl.LightningDataModule):
             return
         for dataset in datasets:
             dataset.images, dataset.labels = dataset.images.to(device), dataset.labels.to(device)
-
-    def _loader(self, dataset: InMemoryImages | None, batch_size: int, train: bool) -> DataLoader:
-        """A DataLoader that fetches whole batches by tensor indexing (no per-sample work)."""
-        if dataset is None:
-            raise RuntimeError("call setup() for this stage before asking for its dataloader")
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            drop_last=train,
-            collate_fn=already_batched,
-            num_workers=self.num_workers,
-            pin_memory=False,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches; the last partial batch is dropped."""
-        return self._loader(self.train_set, self.batch_size, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches in a fixed order."""
-        return self._loader(self.val_set, self.eval_batch_size, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Held-out test batches in a fixed order."""
-        return self._loader(self.test_set, self.eval_batch_size, train=False)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[Tensor, Tensor]:
-        """Scale uint8 images to [-1, 1] on the device; flip half the batch while training."""
-        images, labels = batch
-        x = to_signed_unit(images)
-        if self.random_flip and self.trainer is not None and self.trainer.training:
-            x = random_hflip(x)
-        return x, labels
 
 
 class CIFAR10DataModule(ImageDataModule):
