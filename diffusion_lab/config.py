@@ -16,7 +16,6 @@ from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.diffusion import BETA_SCHEDULES
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.nets import check_unet_geometry
-from diffusion_lab.nets.mlp import ACTIVATIONS, NORMS, WHITENINGS
 from diffusion_lab.nets.speed import COMPILE_MODES
 
 
@@ -123,12 +122,8 @@ def validate_training(cfg: DictConfig) -> None:
         "must lie in [0, 1)",
     )
     require(is_number(cfg.w) and cfg.w >= 0, "w", cfg.w, "must be a number >= 0")
-    ema = cfg.get("callbacks", {}).get("ema")
-    if ema is not None:
-        decay = ema.decay
-        require(
-            is_number(decay) and 0 < decay < 1, "callbacks.ema.decay", decay, "must lie in (0, 1)"
-        )
+    if "ema" in cfg.get("callbacks", {}):
+        check_by_building(cfg.callbacks.ema, "callbacks.ema")
 
 
 PERF_SWITCHES = ("fused_optimizer", "tf32", "data_on_device")
@@ -149,11 +144,31 @@ def validate_perf(cfg: DictConfig) -> None:
         require(isinstance(value, bool), f"perf.{key}", value, "must be true or false")
 
 
+def require_gpu_if_asked(key: str, device: str, instead: str) -> None:
+    """A GPU asked for (gpu, cuda, cuda:N) on a machine without one: one line, before any work."""
+    asked = str(device) in ("gpu", "cuda") or str(device).startswith("cuda:")
+    require(
+        not asked or torch.cuda.is_available(), key, device, f"no CUDA GPU is visible; {instead}"
+    )
+
+
 def validate_accelerator(cfg: DictConfig) -> None:
     """A GPU trainer on a machine without one fails here instead of deep inside Lightning."""
-    accelerator = cfg.trainer.get("accelerator")
-    usable = accelerator not in ("gpu", "cuda") or torch.cuda.is_available()
-    require(usable, "trainer.accelerator", accelerator, "no CUDA GPU is visible; use trainer=cpu")
+    require_gpu_if_asked("trainer.accelerator", cfg.trainer.get("accelerator"), "use trainer=cpu")
+
+
+def check_by_building(node: DictConfig, key: str) -> None:
+    """Build `node` once to run its constructor's own checks, before any work starts.
+
+    The constructors raise `ValueError("name=value: what is allowed")`; that becomes one line
+    naming the full key, e.g. `callbacks.ema.decay=1.0: must lie in (0, 1)`.
+    """
+    try:
+        instantiate(node)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ValueError):
+            raise ConfigError(f"{key}.{err.__cause__}") from None
+        raise
 
 
 def validate_train_config(cfg: DictConfig) -> None:
@@ -198,12 +213,5 @@ def validate_classify_config(cfg: DictConfig, swept_modes: tuple[str, ...] = ())
     require(is_number(smoothing) and 0 <= smoothing < 1, "label_smoothing", smoothing, "in [0, 1)")
     padding = cfg.crop_padding
     require(is_int(padding) and padding >= 0, "crop_padding", padding, "must be an integer >= 0")
-    widths = cfg.model.get("widths", [])
-    ok = all(is_int(w) and w > 0 for w in widths)
-    require(ok, "model.widths", list(widths), "must be positive integers")
-    for key, allowed in (("norm", NORMS), ("activation", ACTIVATIONS), ("whitening", WHITENINGS)):
-        value = cfg.model.get(key, next(iter(allowed)))
-        require(value in allowed, f"model.{key}", value, f"must be one of {', '.join(allowed)}")
-    dropout = cfg.model.get("dropout", 0.0)
-    require(is_number(dropout) and 0 <= dropout < 1, "model.dropout", dropout, "in [0, 1)")
+    check_by_building(cfg.model, "model")
     validate_accelerator(cfg)

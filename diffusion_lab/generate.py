@@ -23,7 +23,13 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from diffusion_lab.cli import CONFIG_DIR, report_user_errors, write_json
-from diffusion_lab.config import is_int, is_number, require, validate_perf
+from diffusion_lab.config import (
+    is_int,
+    is_number,
+    require,
+    require_gpu_if_asked,
+    validate_perf,
+)
 from diffusion_lab.data.generated import (
     GeneratedSet,
     ShardSpec,
@@ -56,9 +62,7 @@ def validate_generate_config(cfg: DictConfig) -> None:
     eta = cfg.sampler.get("eta", 0)
     require(is_number(eta) and eta >= 0, "sampler.eta", eta, "must be a number >= 0")
     validate_perf(cfg)
-    accelerator = cfg.fabric.accelerator
-    usable = accelerator not in ("gpu", "cuda") or torch.cuda.is_available()
-    require(usable, "fabric.accelerator", accelerator, "no CUDA GPU is visible; use cpu or auto")
+    require_gpu_if_asked("fabric.accelerator", cfg.fabric.accelerator, "use cpu or auto")
 
 
 def sampler_settings(cfg: DictConfig, T: int) -> dict[str, Any]:

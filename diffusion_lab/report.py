@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from diffusion_lab.cli import report_user_errors
+from diffusion_lab.config import require_gpu_if_asked
 from diffusion_lab.errors import UserFacingError
 from diffusion_lab.reporting import (
     job_dirs,
@@ -50,8 +51,7 @@ def report(args: argparse.Namespace) -> None:
     jobs = job_dirs(sweep_dir)
     if not jobs:
         raise UserFacingError(f"{sweep_dir}: no job folders (sub-folders with .hydra/) in it")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserFacingError(f"--device={args.device}: no CUDA GPU is visible; use --device cpu")
+    require_gpu_if_asked("--device", args.device, "use --device cpu")
     kinds = sorted({job_kind(j) for j in jobs})
     if len(kinds) > 1 or kinds[0] not in REPORTERS:
         raise UserFacingError(

@@ -55,6 +55,10 @@ class MLP(nn.Module):
             raise ValueError(f"activation={activation!r}: must be one of {', '.join(ACTIVATIONS)}")
         if whitening not in WHITENINGS:
             raise ValueError(f"whitening={whitening!r}: must be one of {', '.join(WHITENINGS)}")
+        if not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths):
+            raise ValueError(f"widths={list(widths)!r}: must be positive integers")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout={dropout!r}: must lie in [0, 1)")
         self.in_shape = (in_shape,) if isinstance(in_shape, int) else tuple(in_shape)
         self.in_features = int(torch.tensor(self.in_shape).prod())
         self.num_classes = num_classes
