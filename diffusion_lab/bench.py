@@ -27,11 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
-from diffusion_lab.cli import CONFIG_DIR, write_json
+from diffusion_lab.cli import compose_config, write_json
 from diffusion_lab.diffusion import drop_labels, eps_mse, guided_eps
 from diffusion_lab.nets.speed import compiled, resolve_switch, use_tf32
 
@@ -82,8 +81,7 @@ class Row:
 
 def build(overrides: list[str], device: torch.device) -> tuple[torch.nn.Module, Any, dict]:
     """The configured UNet and schedule on `device`, plus the data shape and w."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", [*overrides, "output_dir=unused"])
+    cfg = compose_config("train", [*overrides, "output_dir=unused"])
     net = instantiate(cfg.model).to(device)
     schedule = instantiate(cfg.schedule).to(device)
     return net, schedule, {"channels": cfg.data.channels, "img_size": cfg.img_size, "w": cfg.w}

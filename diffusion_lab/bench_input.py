@@ -25,13 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from diffusion_lab.cli import CONFIG_DIR, write_json
+from diffusion_lab.cli import compose_config, write_json
 from diffusion_lab.data.tensors import InMemoryImages, already_batched, random_hflip, to_signed_unit
 
 BASELINE = "torchvision DataLoader + ToTensor"
@@ -106,8 +105,7 @@ def baseline_row(images: torch.Tensor, labels: torch.Tensor, batch_size: int, co
 
 def mlp_step_row(overrides: list[str], batch_size: int, steps: int) -> Row:
     """Plain-torch training steps of the configured classifier on one fixed batch."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("classify", ["model=mlp_seed", *overrides, "output_dir=unused"])
+    cfg = compose_config("classify", ["model=mlp_seed", *overrides, "output_dir=unused"])
     net = instantiate(cfg.model)
     optimizer = instantiate(cfg.optimizer)(net.parameters())
     bf16 = str(cfg.trainer.precision).startswith("bf16")

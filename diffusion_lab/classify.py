@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from diffusion_lab import fitting
-from diffusion_lab.cli import CONFIG_DIR, report_user_errors
+from diffusion_lab.cli import CONFIG_PATH, report_user_errors
 from diffusion_lab.config import validate_classify_config
 from diffusion_lab.data import ClassificationDataModule
 from diffusion_lab.lit.classifier import ClassifierModule
@@ -94,7 +94,7 @@ def classify(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="classify")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="classify")
 @report_user_errors
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the test accuracy for sweepers that optimise it."""

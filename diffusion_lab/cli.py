@@ -1,22 +1,63 @@
-"""What every entry point shares: the config folder and one-line reports of user errors."""
+"""What every entry point shares: where the configs are and one-line reports of user errors."""
 
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from hydra import compose, initialize_config_dir, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from omegaconf import DictConfig
 
 from diffusion_lab.errors import UserFacingError
 from diffusion_lab.files import atomic_path
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+# conf/ at the top of the repository, shipped in the wheel as this package (pyproject.toml).
+CONFIG_PACKAGE = "diffusion_lab.conf"
+CONFIG_URL = f"pkg://{CONFIG_PACKAGE}"
+
+
+def config_path() -> str:
+    """Hydra's config path: CONFIG_URL, or a checkout's conf/ where that names other files."""
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.find_spec(CONFIG_PACKAGE)
+    origin = spec.origin if spec is not None else None
+    # A checkout imported by PYTHONPATH alone has no diffusion_lab.conf, and another worktree's
+    # editable install maps it to that worktree's conf/: read the conf/ beside this code.
+    beside = origin is not None and Path(origin).resolve() == root / "conf" / "__init__.py"
+    if (root / "pyproject.toml").is_file() and not beside:
+        return str(root / "conf")
+    return CONFIG_URL
+
+
+CONFIG_PATH = config_path()
+
+
+def config_files() -> Traversable:
+    """The folder of YAML files that CONFIG_PATH names."""
+    return resources.files(CONFIG_PACKAGE) if CONFIG_PATH == CONFIG_URL else Path(CONFIG_PATH)
+
+
+def compose_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose the config `name` (train, generate, classify) as its entry point would."""
+    if CONFIG_PATH == CONFIG_URL:
+        source = initialize_config_module(CONFIG_PACKAGE, version_base="1.3")
+    else:
+        source = initialize_config_dir(CONFIG_PATH, version_base="1.3")
+    with source:
+        return compose(name, list(overrides))
+
 
 R = TypeVar("R")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import re
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,7 +11,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from diffusion_lab.cli import CONFIG_DIR
+from diffusion_lab.cli import config_files
 from diffusion_lab.diffusion import BETA_SCHEDULES
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.nets import check_unet_geometry
@@ -53,7 +52,7 @@ def used_schedule_keys(cfg: DictConfig) -> set[str]:
 @functools.cache
 def primary_defaults() -> dict[str, Any]:
     """The top-level values written in conf/train.yaml (before any experiment or override)."""
-    primary = OmegaConf.load(Path(CONFIG_DIR) / "train.yaml")
+    primary = OmegaConf.create(config_files().joinpath("train.yaml").read_text())
     return {key: primary.get(key) for key in SCHEDULE_KEYS}
 
 

@@ -22,7 +22,7 @@ from lightning_fabric import Fabric
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from diffusion_lab.cli import CONFIG_DIR, report_user_errors, write_json
+from diffusion_lab.cli import CONFIG_PATH, report_user_errors, write_json
 from diffusion_lab.config import (
     is_int,
     is_number,
@@ -225,7 +225,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="generate")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="generate")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""

@@ -11,7 +11,7 @@ import torch
 from omegaconf import DictConfig
 
 from diffusion_lab import fitting
-from diffusion_lab.cli import CONFIG_DIR, report_user_errors
+from diffusion_lab.cli import CONFIG_PATH, report_user_errors
 from diffusion_lab.config import require, validate_train_config
 from diffusion_lab.lit.callbacks import Throughput
 from diffusion_lab.nets.speed import bf16_usable, resolve_switch, use_tf32
@@ -71,7 +71,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the final validation loss for sweepers that optimise it."""

@@ -88,14 +88,11 @@ TINY_TRAIN_OVERRIDES = [
 @pytest.fixture
 def compose_train(tmp_path: Path):
     """compose_train(*overrides) -> the real `train` config, shrunk, writing into tmp_path/run."""
-    from hydra import compose, initialize_config_dir
-
-    from diffusion_lab.cli import CONFIG_DIR
+    from diffusion_lab.cli import compose_config
 
     def _compose(*overrides: str):
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            return compose(
-                "train", [*TINY_TRAIN_OVERRIDES, f"output_dir={tmp_path / 'run'}", *overrides]
-            )
+        return compose_config(
+            "train", [*TINY_TRAIN_OVERRIDES, f"output_dir={tmp_path / 'run'}", *overrides]
+        )
 
     return _compose

@@ -6,13 +6,12 @@ Closed forms are evaluated with plain Python floats and `math`, not with the tor
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from diffusion_lab.cli import CONFIG_DIR
+from diffusion_lab.cli import config_files
 from diffusion_lab.diffusion import (
     BETA_SCHEDULES,
     NoiseSchedule,
@@ -109,10 +108,11 @@ def test_released_schedules_are_pinned(name):
 
 
 def test_every_released_schedule_has_a_config_and_every_config_is_released():
-    configs = {p.stem for p in (Path(CONFIG_DIR) / "schedule").glob("*.yaml")}
+    folder = config_files().joinpath("schedule")
+    configs = {p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")}
     assert configs == set(BETA_SCHEDULES) == set(PINNED)
     for name, fn in BETA_SCHEDULES.items():
-        node = OmegaConf.load(Path(CONFIG_DIR) / "schedule" / f"{name}.yaml")
+        node = OmegaConf.create(folder.joinpath(f"{name}.yaml").read_text())
         assert node.betas._target_ == f"diffusion_lab.diffusion.{fn.__name__}"
 
 

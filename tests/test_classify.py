@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from diffusion_lab.classify import classify
-from diffusion_lab.cli import CONFIG_DIR
+from diffusion_lab.cli import compose_config
 from diffusion_lab.data.generated import write_generated_set
 from diffusion_lab.errors import ConfigError
 from tests.conftest import REPO_ROOT
@@ -37,10 +36,9 @@ TINY_CLASSIFY_OVERRIDES = [
 
 def compose_classify(output_dir: Path, *overrides: str):
     """The real `classify` config, shrunk, writing into output_dir."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(
-            "classify", [*TINY_CLASSIFY_OVERRIDES, f"output_dir={output_dir}", *overrides]
-        )
+    return compose_config(
+        "classify", [*TINY_CLASSIFY_OVERRIDES, f"output_dir={output_dir}", *overrides]
+    )
 
 
 def digits_set(root: Path, per_class: int = 8, size: int = 8) -> Path:

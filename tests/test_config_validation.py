@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
-from diffusion_lab.cli import CONFIG_DIR
+from diffusion_lab.cli import compose_config
 from diffusion_lab.config import validate_train_config
 from diffusion_lab.errors import ConfigError
 
 
 def compose_train(*overrides):
     """The real training config; output_dir is pinned so nothing needs Hydra's runtime."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose(config_name="train", overrides=["output_dir=/tmp/x", *overrides])
+    return compose_config("train", ["output_dir=/tmp/x", *overrides])
 
 
 @pytest.fixture(scope="module")

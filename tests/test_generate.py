@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import diffusion_lab.generate as generate_module
-from diffusion_lab.cli import CONFIG_DIR
+from diffusion_lab.cli import compose_config
 from diffusion_lab.data.generated import MANIFEST_NAME, read_generated_set, sha256_file
 from diffusion_lab.errors import DataError, UserFacingError
 from diffusion_lab.generate import generate
@@ -35,8 +34,7 @@ def save_tiny_checkpoint(
 ) -> Path:
     """A checkpoint as training writes it for load_ddpm: tiny UNet weights + the run config,
     whose network settings are then changed by `net_changes` and section `drop` removed."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", [*TINY_TRAIN_OVERRIDES, f"output_dir={path.parent}"])
+    cfg = compose_config("train", [*TINY_TRAIN_OVERRIDES, f"output_dir={path.parent}"])
     run_config = OmegaConf.to_container(cfg, resolve=True)
     torch.manual_seed(seed)
     module = instantiate(cfg.module)
@@ -55,8 +53,7 @@ def ckpt(tmp_path_factory) -> Path:
 def compose_generate(ckpt: Path, out: Path, *overrides: str, sampler: list[str] = DDIM5):
     """The real `generate` config for the tiny checkpoint, writing the set to `out`."""
     paths = [f"ckpt={ckpt}", f"out={out}", f"output_dir={out.parent / 'run'}"]
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("generate", [*paths, *SIZES, *sampler, *overrides])
+    return compose_config("generate", [*paths, *SIZES, *sampler, *overrides])
 
 
 def test_generate_writes_a_complete_verified_set(ckpt, tmp_path):
@@ -201,8 +198,7 @@ def test_bad_command_is_one_line_and_leaves_no_run_dir(ckpt, tmp_path, override,
 
 
 def test_missing_ckpt_key_is_reported(tmp_path):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("generate", [f"output_dir={tmp_path}"])
+    cfg = compose_config("generate", [f"output_dir={tmp_path}"])
     with pytest.raises(UserFacingError, match="ckpt=None: pass the checkpoint to sample from"):
         generate(cfg)
 

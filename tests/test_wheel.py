@@ -1,0 +1,126 @@
+"""The wheel: built from the repository and installed outside it, it finds its own configs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from tests.conftest import REPO_ROOT
+
+# What the build reads; copied so that setuptools' build/ and egg-info stay out of the repository.
+BUILD_INPUTS = ("pyproject.toml", "README.md", "conf", "diffusion_lab")
+
+# `python -m MODULE ARGS`, after printing where diffusion_lab.conf was imported from: the test
+# must see that the wheel's copy, not the repository's editable install, was used.
+RUN_MODULE = """
+import runpy, sys
+import diffusion_lab.conf
+print(diffusion_lab.conf.__file__)
+sys.argv.pop(0)
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+# Hydra's record of where the primary config came from: the package, not a folder.
+MAIN_SOURCE = {"path": "diffusion_lab.conf", "schema": "pkg", "provider": "main"}
+
+ENTRY_POINTS = [
+    (
+        "diffusion_lab.train",
+        ["experiment=quickstart"],
+        {"img_size": 16, "model.ch": 32, "data._target_": "diffusion_lab.data.DigitsDataModule"},
+    ),
+    (
+        "diffusion_lab.generate",
+        ["ckpt=x"],
+        {"ckpt": "x", "per_class": 5000, "sampler.variance": "fixed_small"},
+    ),
+    (
+        "diffusion_lab.classify",
+        [],
+        {"mode": "auto", "module.net._target_": "diffusion_lab.nets.MLP"},
+    ),
+]
+
+
+def pip(*args: str | Path) -> None:
+    """Run the test's own pip, failing the test with its output."""
+    command = [sys.executable, "-m", "pip", "--disable-pip-version-check", *map(str, args)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def run_installed(site: Path, cwd: Path, module: str, *args: str) -> str:
+    """Run `module` of the wheel installed in `site`, from `cwd`; its stdout."""
+    result = subprocess.run(
+        [sys.executable, "-c", RUN_MODULE, module, *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    conf_file, _, stdout = result.stdout.partition("\n")
+    assert Path(conf_file) == site / "diffusion_lab" / "conf" / "__init__.py", conf_file
+    return stdout
+
+
+def wheel_name(source: Path) -> str:
+    """Where a repository file lies in the wheel: conf/ becomes diffusion_lab/conf/."""
+    relative = source.relative_to(REPO_ROOT).as_posix()
+    return f"diffusion_lab/{relative}" if relative.startswith("conf/") else relative
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel built from a copy of the repository's build inputs."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    for name in BUILD_INPUTS:
+        source, target = REPO_ROOT / name, tmp / "src" / name
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    # No build isolation: the venv's setuptools (dev extra) builds it offline.
+    pip("wheel", tmp / "src", "--no-deps", "--no-build-isolation", "-w", tmp / "dist")
+    return next((tmp / "dist").glob("diffusion_lab-*.whl"))
+
+
+@pytest.fixture(scope="module")
+def site(wheel: Path) -> Path:
+    """A folder holding the installed wheel alone (its dependencies come from the venv)."""
+    target = wheel.parent.parent / "site"
+    pip("install", "--no-deps", "--target", target, wheel)
+    return target
+
+
+@pytest.mark.slow
+def test_wheel_holds_every_module_and_config(wheel):
+    sources = [p for top in ("diffusion_lab", "conf") for p in REPO_ROOT.glob(f"{top}/**/*")]
+    expected = {wheel_name(p) for p in sources if p.suffix in {".py", ".yaml"}}
+    assert expected - set(zipfile.ZipFile(wheel).namelist()) == set()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("module", "overrides", "expected"), ENTRY_POINTS)
+def test_installed_entry_point_composes_its_config(site, tmp_path, module, overrides, expected):
+    cfg = OmegaConf.create(run_installed(site, tmp_path, module, "--cfg", "all", *overrides))
+    assert {key: OmegaConf.select(cfg, key) for key in expected} == expected
+    main = [s for s in cfg.hydra.runtime.config_sources if s.provider == "main"]
+    assert OmegaConf.to_container(main[0]) == MAIN_SOURCE
+
+
+@pytest.mark.slow
+def test_installed_train_completes_group_options(site, tmp_path, monkeypatch):
+    # Tab completion lists a group's options: the group folders are readable in the wheel.
+    monkeypatch.setenv("COMP_LINE", "python train.py experiment=qu")
+    choices = run_installed(site, tmp_path, "diffusion_lab.train", "-sc", "query=bash")
+    assert choices.split() == ["experiment=quickstart"]
