@@ -17,7 +17,7 @@ from typing import Any
 
 import hydra
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from lightning_fabric import Fabric
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
@@ -40,7 +40,7 @@ from diffusion_lab.data.generated import (
 )
 from diffusion_lab.data.tensors import from_signed_unit
 from diffusion_lab.errors import DataError, UserFacingError
-from diffusion_lab.lit.checkpoint import load_ddpm
+from diffusion_lab.lit.checkpoint import class_names_of, load_ddpm
 from diffusion_lab.lit.ddpm import DDPMModule
 from diffusion_lab.lit.figures import class_grid, class_grid_figure, save_figure
 from diffusion_lab.nets.speed import compiled, resolve_switch, should_compile, use_tf32
@@ -72,7 +72,7 @@ def data_settings(ckpt: str, run_config: dict[str, Any]) -> dict[str, Any]:
     try:
         data = run_config["data"]
         settings = {key: data[key] for key in ("num_classes", "img_size", "channels")}
-        names = getattr(get_class(data["_target_"]), "class_names", ())
+        names = class_names_of(run_config)
     except (KeyError, TypeError, ImportError, ValueError):
         raise UserFacingError(
             f"ckpt={ckpt}: its stored config lacks data.num_classes/img_size/channels"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import Tensor
@@ -30,7 +30,7 @@ from diffusion_lab.cli import report_user_errors
 from diffusion_lab.data.tensors import from_signed_unit
 from diffusion_lab.errors import UserFacingError
 from diffusion_lab.files import atomic_path
-from diffusion_lab.lit.checkpoint import load_ddpm
+from diffusion_lab.lit.checkpoint import class_names_of, load_ddpm
 from diffusion_lab.lit.figures import (
     LossHistory,
     loss_overlay_figure,
@@ -99,7 +99,7 @@ def sample_job(
     x0 = build_sampler(config)(
         net, module.schedule, x_T, labels, generator, null_label=net.null_label, progress=progress
     )
-    return from_signed_unit(x0).cpu(), tuple(get_class(config["data"]["_target_"]).class_names)
+    return from_signed_unit(x0).cpu(), class_names_of(config)
 
 
 def loss_history(job: Path) -> LossHistory:

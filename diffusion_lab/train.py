@@ -97,6 +97,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         datamodule.prepare_data()  # missing data fails here, before any output is written
     pl.seed_everything(cfg.seed, workers=True)
     run_config = OmegaConf.to_container(cfg, resolve=True)
+    # For generate and report: an image folder's class names come from its folders, not the config.
+    run_config["class_names"] = list(datamodule.class_names)
     module = instantiate(cfg.module)
     trainer = build_trainer(cfg, run_config)
     start = time.perf_counter()

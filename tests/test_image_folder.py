@@ -10,12 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from PIL import Image
 
+from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.data import ImageFolderDataModule
 from diffusion_lab.data.image_files import centre_square, decode_files
 from diffusion_lab.data.tensors import resize_uint8
 from diffusion_lab.errors import DataError
+from diffusion_lab.generate import generate
+from diffusion_lab.train import train
 from tests.conftest import REPO_ROOT
 
 
@@ -219,3 +223,30 @@ def test_train_command_with_a_missing_folder_is_one_line(tmp_path):
         f"error: data.root={tmp_path / 'nowhere'}: no such folder"
     ]
     assert not run_dir.exists()
+
+
+@pytest.mark.slow
+def test_train_then_generate_keep_the_folder_class_names(compose_train, tmp_path):
+    make_folder(tmp_path / "images", {"zebra": 6, "ant": 6}, size=12)  # resized to img_size=8
+    cfg = compose_train(
+        "data=image_folder",
+        f"data.root={tmp_path / 'images'}",
+        "data.num_classes=2",
+        "data.val_size=2",
+        "batch_size=4",
+        "epochs=1",
+        "trainer.limit_train_batches=1",
+    )
+    assert cfg.model.num_classes == 2 and cfg.model.in_channels == 3
+    assert train(cfg)["global_step"] == 1
+    ckpt = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
+    # The folder names are not in the config: train records them for generate.
+    overrides = [f"ckpt={ckpt}", f"out={tmp_path / 'set'}", f"output_dir={tmp_path / 'gen'}"]
+    overrides += ["per_class=2", "sampler=ddim", "sampler.steps=2", "export=png"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        generate(compose("generate", overrides))
+    assert sorted(p.name for p in (tmp_path / "set" / "png").iterdir()) == [
+        "00_ant",
+        "01_zebra",
+        "export.json",
+    ]

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from diffusion_lab.errors import UserFacingError
@@ -42,6 +42,15 @@ def load_ddpm(
     if not isinstance(module, DDPMModule):
         raise UserFacingError(f"ckpt={path}: holds a {type(module).__name__}, not a DDPM")
     return module.eval(), config
+
+
+def class_names_of(config: dict[str, Any]) -> tuple[str, ...]:
+    """The class names of the data a run trained on: those `train` recorded (an image folder's
+    come from its folders), else the datamodule class's own (checkpoints made before that)."""
+    names = config.get("class_names")
+    if names is None:
+        names = getattr(get_class(config["data"]["_target_"]), "class_names", ())
+    return tuple(names)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
