@@ -15,7 +15,7 @@ from PIL import Image
 
 from diffusion_lab.cli import CONFIG_DIR
 from diffusion_lab.data import ImageFolderDataModule
-from diffusion_lab.data.image_files import centre_square, decode_files
+from diffusion_lab.data.image_files import centre_square, decode_files, parallel_for
 from diffusion_lab.data.tensors import resize_uint8
 from diffusion_lab.errors import DataError
 from diffusion_lab.generate import generate
@@ -102,6 +102,28 @@ def test_grey_rgb_alpha_and_jpeg_are_converted_to_channels(tmp_path):
     assert grey.shape == (3, 1, 4, 4) and grey[0].unique().tolist() == [77]
     write_image(tmp_path / "deep.png", np.full((4, 4), 40000, dtype=np.uint16))
     assert decode_files([tmp_path / "deep.png"], 1, 4, 1).unique().tolist() == [156]  # 40000/257
+
+
+@pytest.mark.parametrize("n", [0, 3, 130])
+def test_parallel_for_calls_every_index_once_and_stops_at_an_error(n):
+    seen: list[int] = []
+    parallel_for(seen.append, n, threads=2, desc="test")
+    assert sorted(seen) == list(range(n))
+
+    def fail_at_two(index: int) -> None:
+        if index == 2:
+            raise DataError("index 2")
+
+    if n > 2:
+        with pytest.raises(DataError, match="index 2"):
+            parallel_for(fail_at_two, n, threads=2, desc="test")
+
+
+def test_decoding_restores_torch_threads(tmp_path):
+    make_folder(tmp_path, {"a": 2})
+    before = torch.get_num_threads()
+    decode_files(sorted((tmp_path / "a").iterdir()), channels=3, size=4, threads=2)
+    assert torch.get_num_threads() == before
 
 
 def test_other_files_and_hidden_folders_are_skipped_with_a_warning(tmp_path):

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -107,11 +108,13 @@ def decode_file(path: Path, channels: int, size: int) -> Tensor:
 
 
 def parallel_for(fn: Callable[[int], object], n: int, threads: int, desc: str) -> None:
-    """Call fn(0), ..., fn(n - 1) in `threads` threads, CHUNK indices per task, with a progress
-    bar. The first error stops it: tasks not yet started are cancelled."""
+    """Call fn(0), ..., fn(n - 1) in `threads` threads, up to CHUNK indices per task, with a
+    progress bar. The first error stops it: tasks not yet started are cancelled."""
+    # Small enough that every thread gets several tasks, however few the items.
+    chunk = max(1, min(CHUNK, n // (4 * threads)))
 
     def run_chunk(start: int) -> int:
-        stop = min(start + CHUNK, n)
+        stop = min(start + chunk, n)
         for index in range(start, stop):
             fn(index)
         return stop - start
@@ -120,8 +123,21 @@ def parallel_for(fn: Callable[[int], object], n: int, threads: int, desc: str) -
         ThreadPoolExecutor(max_workers=threads) as pool,
         tqdm(total=n, desc=desc, unit="img", disable=None) as bar,
     ):
-        for done in pool.map(run_chunk, range(0, n, CHUNK)):
+        for done in pool.map(run_chunk, range(0, n, chunk)):
             bar.update(done)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Torch's intra-op threads set to n for the block. The decoding threads are the parallelism:
+    intra-op threads under each of them would oversubscribe the cores (DataLoader workers run
+    with one for the same reason); measured 5x slower per resize of a large photo."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def decode_files(paths: Sequence[Path], channels: int, size: int, threads: int) -> Tensor:
@@ -133,7 +149,8 @@ def decode_files(paths: Sequence[Path], channels: int, size: int, threads: int) 
     def decode_into(index: int) -> None:
         out[index] = decode_file(paths[index], channels, size)
 
-    parallel_for(decode_into, len(paths), threads, "decoding images")
+    with torch_threads(1):
+        parallel_for(decode_into, len(paths), threads, "decoding images")
     return out
 
 
