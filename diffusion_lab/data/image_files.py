@@ -57,9 +57,9 @@ def scan_classes(root: Path) -> ClassFiles:
     found: ClassFiles = {}
     skipped: list[Path] = []
     for name in class_folder_names(root):
-        entries = _visible((root / name).iterdir())
-        found[name] = [p for p in entries if is_image_file(p)]
-        skipped += [p for p in entries if not is_image_file(p)]
+        found[name] = []
+        for path in _visible((root / name).iterdir()):
+            (found[name] if is_image_file(path) else skipped).append(path)
         if not found[name]:
             raise DataError(f"data.root={root}: class folder {name!r} holds no PNG or JPEG images")
     if skipped:
