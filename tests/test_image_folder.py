@@ -247,7 +247,6 @@ def test_train_command_with_a_missing_folder_is_one_line(tmp_path):
     assert not run_dir.exists()
 
 
-@pytest.mark.slow
 def test_train_then_generate_keep_the_folder_class_names(compose_train, tmp_path):
     make_folder(tmp_path / "images", {"zebra": 6, "ant": 6}, size=12)  # resized to img_size=8
     cfg = compose_train(
