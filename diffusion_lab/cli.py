@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from hydra import compose, initialize_config_dir, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
@@ -78,16 +79,30 @@ def remove_empty_run_dir() -> None:
         shutil.rmtree(sweep_dir)
 
 
+def user_error_in(err: BaseException) -> UserFacingError | None:
+    """The UserFacingError behind `err`: itself, or what Hydra's instantiate wrapped."""
+    while isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    return err if isinstance(err, UserFacingError) else None
+
+
 def report_user_errors(task: Callable[..., R]) -> Callable[..., R]:
-    """Turn a UserFacingError into `error: <message>` on stderr and exit status 2, no traceback."""
+    """Turn a UserFacingError into `error: <message>` on stderr and exit status 2, no traceback.
+
+    Hydra wraps errors raised while instantiating (a datamodule checking its folder) in an
+    InstantiationException; those are unwrapped and reported the same way.
+    """
 
     @functools.wraps(task)
     def wrapper(*args: Any, **kwargs: Any) -> R:
         try:
             return task(*args, **kwargs)
-        except UserFacingError as err:
+        except (UserFacingError, InstantiationException) as err:
+            user_error = user_error_in(err)
+            if user_error is None:
+                raise
             remove_empty_run_dir()
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {user_error}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper

@@ -64,6 +64,8 @@ def fit(cfg: DictConfig, datamodule_cfg: DictConfig, ckpt_path: str | None = Non
         datamodule.prepare_data()  # missing data fails here, before any output is written
     pl.seed_everything(cfg.seed, workers=True)
     run_config = OmegaConf.to_container(cfg, resolve=True)
+    # For generate and report: an image folder's class names come from its folders.
+    run_config["class_names"] = list(getattr(datamodule, "class_names", ()))
     module = instantiate(cfg.module)
     trainer = build_trainer(cfg, run_config)
     start = time.perf_counter()

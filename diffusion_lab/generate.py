@@ -30,6 +30,7 @@ from diffusion_lab.config import (
     require_gpu_if_asked,
     validate_perf,
 )
+from diffusion_lab.data.export import export_png
 from diffusion_lab.data.generated import (
     GeneratedSet,
     ShardSpec,
@@ -50,6 +51,8 @@ from diffusion_lab.plotting import class_grid, class_grid_figure, save_figure
 
 log = logging.getLogger(__name__)
 MIXED_OR_FULL = ("32-true", "32", "bf16-mixed", "16-mixed")
+# export=png also writes the set as <out>/png/<kk>_<class>/<iiiii>.png (data/export.py).
+EXPORTS = (None, "png")
 
 
 def validate_generate_config(cfg: DictConfig) -> None:
@@ -59,6 +62,7 @@ def validate_generate_config(cfg: DictConfig) -> None:
         require(is_int(cfg[key]) and cfg[key] > 0, key, cfg[key], "must be a positive integer")
     require(is_int(cfg.seed) and cfg.seed >= 0, "seed", cfg.seed, "must be an integer >= 0")
     require(is_number(cfg.w) and cfg.w >= 0, "w", cfg.w, "must be a number >= 0")
+    require(cfg.export in EXPORTS, "export", cfg.export, "must be null or png")
     eta = cfg.sampler.get("eta", 0)
     require(is_number(eta) and eta >= 0, "sampler.eta", eta, "must be a number >= 0")
     validate_perf(cfg)
@@ -181,6 +185,28 @@ def write_contact_sheet(gen: GeneratedSet, columns: int, path: Path) -> None:
     save_figure(class_grid_figure(class_grid(images, columns), names, title), path)
 
 
+def finish_set(cfg: DictConfig, root: Path, manifest: dict, metrics: dict[str, Any]) -> None:
+    """Rank 0, after all ranks: record every verified shard, check the whole set, then write the
+    contact sheet, the PNG export and metrics.json."""
+    manifest["shards"] = finished_shards(root, manifest)
+    write_manifest(root, manifest)
+    gen = read_generated_set(root)
+    if cfg.contact_sheet:
+        write_contact_sheet(gen, cfg.contact_sheet_columns, root / "contact_sheet.png")
+    if cfg.export == "png":
+        export_png(gen, root / "png", root)
+        metrics["png"] = str(root / "png")
+    metrics.update(num_images=len(gen.labels), out=str(root))
+    write_json(metrics, Path(cfg.output_dir) / "metrics.json")
+    log.info(
+        "set of %d images at %s; made %d now (%.2f img/s)",
+        len(gen.labels),
+        root,
+        metrics["images_made"],
+        metrics["images_per_s"],
+    )
+
+
 def generate(cfg: DictConfig) -> dict[str, Any]:
     """Validate, load the checkpoint, make the missing shards, verify the set; returns metrics."""
     validate_generate_config(cfg)
@@ -208,20 +234,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
         # Rank 0's rate after its first shard, times the ranks: the rate of a long run.
         metrics["steady_images_per_s"] = steady * fabric.world_size
     if fabric.is_global_zero:
-        manifest["shards"] = finished_shards(root, manifest)
-        write_manifest(root, manifest)
-        gen = read_generated_set(root)
-        if cfg.contact_sheet:
-            write_contact_sheet(gen, cfg.contact_sheet_columns, root / "contact_sheet.png")
-        metrics.update(num_images=len(gen.labels), out=str(root))
-        write_json(metrics, Path(cfg.output_dir) / "metrics.json")
-        log.info(
-            "set of %d images at %s; made %d now (%.2f img/s)",
-            len(gen.labels),
-            root,
-            made,
-            metrics["images_per_s"],
-        )
+        finish_set(cfg, root, manifest, metrics)
     return metrics
 
 

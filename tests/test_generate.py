@@ -10,10 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from torchvision.datasets import ImageFolder
 
 import diffusion_lab.generate as generate_module
 from diffusion_lab.cli import compose_config
@@ -138,6 +140,20 @@ def test_rerun_on_a_complete_set_makes_nothing(ckpt, tmp_path):
     assert before == {p.name: p.read_bytes() for p in (tmp_path / "set").glob("shard_*")}
 
 
+def test_export_png_writes_the_set_as_class_folders_imagefolder_reads(ckpt, tmp_path):
+    metrics = generate(compose_generate(ckpt, tmp_path / "set", "export=png"))
+    gen = read_generated_set(tmp_path / "set")
+    assert metrics["png"] == str(tmp_path / "set" / "png")
+    folder = ImageFolder(metrics["png"])
+    assert folder.classes == [f"{k:02d}_{k}" for k in range(10)]
+    # The grey PNGs come back as RGB from ImageFolder's loader; any channel is the image.
+    images = torch.stack([torch.from_numpy(np.array(image))[..., 0] for image, _ in folder])
+    assert torch.equal(images[:, None], gen.images)
+    assert [label for _, label in folder.samples] == gen.labels.tolist()
+    # A rerun (resume) finds the set and the export complete and keeps both.
+    assert generate(compose_generate(ckpt, tmp_path / "set", "export=png"))["images_made"] == 0
+
+
 def generate_command(*overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m diffusion_lab.generate OVERRIDES` with captured output."""
     return subprocess.run(
@@ -213,6 +229,7 @@ def test_missing_ckpt_key_is_reported(tmp_path):
         ("sampler.eta=-1", "sampler.eta=-1: must be a number >= 0"),
         ("w=-1", "w=-1: must be a number >= 0"),
         ("fabric.precision=bf16-true", "fabric.precision='bf16-true': must be 32-true, bf16-mixed"),
+        ("export=jpg", "export='jpg': must be null or png"),
     ],
 )
 def test_bad_settings_are_refused_before_any_output(ckpt, tmp_path, override, message):

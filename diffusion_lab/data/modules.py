@@ -22,7 +22,7 @@ from diffusion_lab.data.tensors import (
 from diffusion_lab.errors import DataError
 
 
-def _check_positive(key: str, value: int) -> None:
+def check_positive(key: str, value: int) -> None:
     """Refuse a config value that must be a positive integer."""
     if not isinstance(value, int) or value < 1:
         raise DataError(f"{key}={value}: must be a positive integer")
@@ -113,9 +113,9 @@ class ImageDataModule(BatchedDataModule):
             batch_size, eval_batch_size or batch_size, random_flip, num_workers=num_workers
         )
         for key, value in (("batch_size", batch_size), ("img_size", img_size)):
-            _check_positive(f"data.{key}", value)
+            check_positive(f"data.{key}", value)
         if eval_batch_size is not None:
-            _check_positive("data.eval_batch_size", eval_batch_size)
+            check_positive("data.eval_batch_size", eval_batch_size)
         if num_workers < 0:
             raise DataError(f"data.num_workers={num_workers}: must be 0 or more")
         if on_device and num_workers:

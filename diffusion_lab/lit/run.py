@@ -97,7 +97,11 @@ class DataSpec:
             data = config["data"]
             keys = ("channels", "img_size", "num_classes")
             channels, size, classes = (int(data[k]) for k in keys)
-            names = tuple(getattr(get_class(data["_target_"]), "class_names", ()))
+            # Recorded by train (an image folder's come from its folders); else the data class's.
+            names = config.get("class_names")
+            if names is None:
+                names = getattr(get_class(data["_target_"]), "class_names", ())
+            names = tuple(names)
         except (KeyError, TypeError, ImportError, ValueError):
             raise UserFacingError(
                 f"ckpt={source}: its stored config lacks data.num_classes/img_size/channels"
