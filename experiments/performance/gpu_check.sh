@@ -4,7 +4,7 @@
 # Then there:           bash experiments/performance/gpu_check.sh [--out DIR] [--budget-s S]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-site="${GPU_CHECK_SITE:-/tmp/diffusion_lab_site}"
+site="${GPU_CHECK_SITE:-${TMPDIR:-/tmp}/diffusion_lab_site}"
 if ! python3 -c "import hydra, omegaconf" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$site" .gpu/wheels/*.whl
 fi

@@ -1,7 +1,7 @@
 """Load time and peak memory of `data=image_folder` on a folder of CIFAR-10 PNGs.
 
     python experiments/performance/image_folder_load.py --cifar ../shared/data/cifar10 \
-        --folder /tmp/imgfolder --n 10000 [--threads 2] [--img-size 32]
+        --folder outputs/imgfolder --n 10000 [--threads 2] [--img-size 32]
 
 Writes the first `n` CIFAR-10 training images as `folder/<class>/<index>.png` when the folder
 does not exist yet, then times `ImageFolderDataModule.setup("fit")` in a fresh process (so
@@ -75,7 +75,7 @@ def measure(folder: Path, img_size: int, threads: int | None) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cifar", default="../shared/data/cifar10")
-    parser.add_argument("--folder", type=Path, default=Path("/tmp/imgfolder"))
+    parser.add_argument("--folder", type=Path, default=Path("outputs/imgfolder"))
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--img-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
