@@ -140,7 +140,9 @@ class TrainedRun:
         self.module.to(device)
         return self
 
-    def use_fast_paths(self, compile: bool | str, compile_mode: str, channels_last: bool | str):
+    def use_fast_paths(
+        self, compile: bool | str, compile_mode: str, channels_last: bool | str
+    ) -> None:
         """NHWC weights and a compiled forward for sampling ("auto": on CUDA only)."""
         if resolve_switch(channels_last, self.device):
             self.memory_format = torch.channels_last
