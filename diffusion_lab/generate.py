@@ -45,7 +45,7 @@ from diffusion_lab.data.generated import (
     write_shard,
 )
 from diffusion_lab.errors import DataError
-from diffusion_lab.lit.run import TrainedRun
+from diffusion_lab.lit.run import NonFiniteSamples, TrainedRun
 from diffusion_lab.nets.speed import use_tf32
 from diffusion_lab.plotting import class_grid, class_grid_figure, save_figure
 
@@ -108,8 +108,14 @@ def make_shard(
     labels = spec.labels(manifest["per_class"]).to(fabric.device)
     images = []
     for part in labels.split(manifest["batch_size"]):
-        with fabric.autocast():
-            images.append(run.sample(part, generator, sampler).cpu())
+        try:
+            with fabric.autocast():
+                images.append(run.sample(part, generator, sampler).cpu())
+        except NonFiniteSamples as err:
+            raise NonFiniteSamples(
+                f"shard {spec.file}: {err}; the shard was not written "
+                "(try fabric.precision=32-true or another sampler)"
+            ) from None
         bar.update(len(part))
     return torch.cat(images), labels.cpu()
 

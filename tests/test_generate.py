@@ -18,11 +18,12 @@ from omegaconf import OmegaConf
 from torchvision.datasets import ImageFolder
 
 import diffusion_lab.generate as generate_module
+from diffusion_lab import diffusion
 from diffusion_lab.cli import compose_config
 from diffusion_lab.data.generated import MANIFEST_NAME, read_generated_set, sha256_file
 from diffusion_lab.errors import DataError, UserFacingError
 from diffusion_lab.generate import generate
-from diffusion_lab.lit.run import RUN_CONFIG_KEY
+from diffusion_lab.lit.run import RUN_CONFIG_KEY, NonFiniteSamples
 from tests.conftest import REPO_ROOT, TINY_TRAIN_OVERRIDES
 
 # 10 classes x 3 = 30 images in 8 shards (the last holds 2), DDIM with 5 of the T=20 steps.
@@ -213,6 +214,28 @@ def test_bad_command_is_one_line_and_leaves_no_run_dir(ckpt, tmp_path, override,
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
+def test_diverged_checkpoint_is_one_line_and_writes_nothing(tmp_path):
+    run_dir = tmp_path / "run"
+    ckpt = diverged_checkpoint(tmp_path)
+    result = generate_command(f"ckpt={ckpt}", *SMALL, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 2
+    message = f"error: ckpt={ckpt}: its weights hold NaN or Inf values (a diverged run)"
+    assert result.stderr.strip().splitlines()[0].startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not run_dir.exists()
+
+
+def test_non_finite_samples_are_refused_before_their_shard_is_written(ckpt, tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        diffusion, "ddim_sample", lambda net, schedule, x_T, *args, **kwargs: x_T * float("nan")
+    )
+    message = "shard shard_00000.pt: the sampler returned NaN or Inf for 4 of 4 images"
+    with pytest.raises(NonFiniteSamples, match=re.escape(message)):
+        generate(compose_generate(ckpt, tmp_path / "set"))
+    assert not list((tmp_path / "set").glob("shard_*"))
+
+
 def test_missing_ckpt_key_is_reported(tmp_path):
     cfg = compose_config("generate", [f"output_dir={tmp_path}"])
     with pytest.raises(UserFacingError, match="ckpt=None: pass the checkpoint to sample from"):
@@ -256,6 +279,15 @@ def dataless_checkpoint(tmp_path: Path) -> Path:
     return save_tiny_checkpoint(tmp_path / "dataless.ckpt", drop="data")
 
 
+def diverged_checkpoint(tmp_path: Path) -> Path:
+    """A tiny checkpoint with one NaN weight, as a diverged run would have written it."""
+    path = save_tiny_checkpoint(tmp_path / "diverged.ckpt")
+    checkpoint = torch.load(path, weights_only=True)
+    next(iter(checkpoint["state_dict"].values())).view(-1)[0] = float("nan")
+    torch.save(checkpoint, path)
+    return path
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -263,6 +295,7 @@ def dataless_checkpoint(tmp_path: Path) -> Path:
         (foreign_checkpoint, "foreign.ckpt: not a diffusion_lab training checkpoint"),
         (incompatible_checkpoint, "wide.ckpt: its weights do not fit the model its stored config"),
         (dataless_checkpoint, "dataless.ckpt: its stored config lacks data.num_classes"),
+        (diverged_checkpoint, "diverged.ckpt: its weights hold NaN or Inf values"),
     ],
 )
 def test_unusable_checkpoints_are_refused(tmp_path, make, message):

@@ -23,10 +23,15 @@ from diffusion_lab.data.tensors import from_signed_unit
 from diffusion_lab.diffusion.samplers import Progress
 from diffusion_lab.errors import UserFacingError
 from diffusion_lab.lit.ddpm import DDPMModule
+from diffusion_lab.lit.guard import all_finite
 from diffusion_lab.nets.speed import compiled, resolve_switch, should_compile
 
 RUN_CONFIG_KEY = "diffusion_lab_run_config"
 Sampler = Callable[..., Tensor]
+
+
+class NonFiniteSamples(UserFacingError):
+    """A sampler returned NaN or Inf values, which would be written as black pixels."""
 
 
 class StoreRunConfig(pl.Callback):
@@ -67,6 +72,11 @@ def load_ddpm(
         ) from None
     if not isinstance(module, DDPMModule):
         raise UserFacingError(f"ckpt={path}: holds a {type(module).__name__}, not a DDPM")
+    if not all_finite(list(module.state_dict().values())):
+        raise UserFacingError(
+            f"ckpt={path}: its weights hold NaN or Inf values (a diverged run); "
+            "use a checkpoint written before the divergence"
+        )
     return module.eval(), config
 
 
@@ -194,4 +204,8 @@ class TrainedRun:
             )
         finally:
             net.train(was_training)
+        # from_signed_unit would turn NaN into black pixels; the images go to the host anyway.
+        bad = int((~x0.isfinite()).flatten(1).any(1).sum())
+        if bad:
+            raise NonFiniteSamples(f"the sampler returned NaN or Inf for {bad} of {len(x0)} images")
         return from_signed_unit(x0.float())
