@@ -155,4 +155,4 @@ def test_augmentation_experiment_without_a_set_stops_before_the_first_job(tmp_pa
     assert result.stderr.strip().splitlines() == [
         "error: synthetic=None: mode=augmented needs a generated set: synthetic=PATH"
     ]
-    assert not (sweep / "0").exists()
+    assert not sweep.exists()
