@@ -16,10 +16,10 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
-from torch.utils.tensorboard.summary import hparams
+from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from diffusion_lab.cli import config_files, write_json
 from diffusion_lab.lit.run import StoreRunConfig
@@ -43,7 +43,9 @@ def lookup(config: dict[str, Any], dotted: str) -> Any:
 
 
 def hparam_value(value: Any) -> Any:
-    """A value TensorBoard's HParams accepts: scalars as they are, anything else as text."""
+    """A value TensorBoard's HParams accepts: scalars as they are, lists as `[a,b]`, else text."""
+    if isinstance(value, (list, ListConfig)):
+        return "[" + ",".join(map(str, value)) + "]"
     return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
 
 
@@ -59,7 +61,10 @@ def default_choices(config_name: str) -> dict[str, Any]:
 
 
 def overridden(run_config: dict[str, Any], choices: dict[str, Any]) -> dict[str, Any]:
-    """The keys this job sets on the command line or by its sweep, with the values they gave."""
+    """The keys this job sets on the command line or by its sweep, with their values.
+
+    A config group (a folder of conf/) is logged as `group/<name>` with the option chosen.
+    """
     params = {}
     for override in OverridesParser.create().parse_overrides(
         list(HydraConfig.get().overrides.task)
@@ -67,8 +72,9 @@ def overridden(run_config: dict[str, Any], choices: dict[str, Any]) -> dict[str,
         key = override.key_or_group
         if override.is_delete() or key == "output_dir":
             continue
-        if key in choices:
-            params[f"group/{key}"] = choices[key]
+        if (config_files() / key).is_dir():
+            # A list of options (`experiment=[quickstart,part3_beta_T]`) has no runtime choice.
+            params[f"group/{key}"] = choices.get(key, override.value())
         else:
             params[key] = lookup(run_config, key)
     return params
@@ -102,7 +108,7 @@ def write_hparams(logger: Logger, params: dict[str, Any]) -> None:
     if not isinstance(logger, TensorBoardLogger):
         logger.log_hyperparams(params)
         return
-    _, start, end = hparams(params, {})
+    _, start, end = hparams_summaries(params, {})
     # The logger's own writer, as Lightning's log_hyperparams uses, so they share the run's file.
     writer = logger.experiment._get_file_writer()
     writer.add_summary(start)

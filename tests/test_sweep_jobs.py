@@ -61,3 +61,10 @@ def test_hparams_are_overrides_changed_groups_and_key_scalars(hydra_train_config
     assert "group/schedule" not in params and "group/model" not in params
     assert set(KEY_PARAMS) <= set(params)
     assert "output_dir" not in params and "perf.compile" not in params
+
+
+@pytest.mark.skipif(CONFIG_PATH.startswith("pkg://"), reason="reads conf/ of a checkout")
+def test_a_list_of_experiments_is_one_hparams_value(hydra_train_config):
+    cfg = hydra_train_config("experiment=[quickstart,part3_beta_T]")
+    run_config = OmegaConf.to_container(cfg, resolve=False)
+    assert hparams_table(run_config, ())["group/experiment"] == "[quickstart,part3_beta_T]"
