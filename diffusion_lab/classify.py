@@ -25,6 +25,9 @@ from diffusion_lab.config import validate_classify_config
 from diffusion_lab.data import ClassificationDataModule
 from diffusion_lab.lit.classifier import ClassifierModule
 
+# The study's key settings: in every run's HParams entry, whether set or not (nulls left out).
+KEY_PARAMS = ("mode", "seed", "lr", "epochs", "batch_size", "generated_per_class", "real_per_class")
+
 
 def swept_modes() -> tuple[str, ...]:
     """The modes listed in this multirun's `hydra.sweeper.params` (none outside such a sweep)."""
@@ -73,13 +76,6 @@ def final_metrics(
     return metrics
 
 
-def hparams_final(metrics: dict[str, Any]) -> dict[str, float]:
-    """The HParams metrics: the final scalars and the per-class test accuracy."""
-    final = {f"final/{k}": v for k, v in metrics.items() if isinstance(v, float)}
-    final.update({f"final/test/acc_{k}": v for k, v in metrics["test/per_class_acc"].items()})
-    return final
-
-
 def classify(cfg: DictConfig) -> dict[str, Any]:
     """Validate, fit, test once, then write metrics.json and the HParams entry."""
     validate_classify_config(cfg, swept_modes())
@@ -90,7 +86,7 @@ def classify(cfg: DictConfig) -> dict[str, Any]:
     fitted.trainer.test(fitted.module, datamodule=fitted.datamodule, verbose=False)
     metrics = fit_metrics | final_metrics(fitted.trainer, fitted.module, fitted.datamodule, cfg)
     metrics["wall_time_s"] = fitted.wall_time_s + time.perf_counter() - start
-    fitting.record(fitted, metrics, cfg.output_dir, hparams_final(metrics))
+    fitting.record(fitted, metrics, cfg.output_dir, KEY_PARAMS)
     return metrics
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import re
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -16,7 +17,7 @@ from hydra import compose, initialize_config_dir, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab.errors import UserFacingError
 from diffusion_lab.files import atomic_path
@@ -43,6 +44,20 @@ def config_path() -> str:
 
 
 CONFIG_PATH = config_path()
+
+# Sweep job folders are TensorBoard's run names: keep them short and safe in any file system.
+JOB_NAME_MAX = 80
+UNSAFE_IN_NAMES = re.compile(r"[^A-Za-z0-9._,=+-]")
+
+
+def job_folder_name(num: int | str, overrides: str = "") -> str:
+    """A sweep job's folder: its number (for order and uniqueness), then its overrides, capped."""
+    name = f"{num}_{overrides}" if overrides else str(num)
+    return UNSAFE_IN_NAMES.sub("_", name)[:JOB_NAME_MAX]
+
+
+# Registered on import, before @hydra.main composes `hydra.sweep.subdir` (conf/*.yaml).
+OmegaConf.register_new_resolver("dl_job_name", job_folder_name, replace=True)
 
 
 def config_files() -> Traversable:

@@ -16,6 +16,20 @@ from diffusion_lab.config import require, validate_train_config
 from diffusion_lab.lit.callbacks import Throughput
 from diffusion_lab.nets.speed import bf16_usable, resolve_switch, use_tf32
 
+# The study's key settings: in every run's HParams entry, whether set or not.
+KEY_PARAMS = (
+    "T",
+    "beta_1",
+    "beta_T",
+    "img_size",
+    "batch_size",
+    "lr",
+    "epochs",
+    "w",
+    "p_uncond",
+    "seed",
+)
+
 
 def final_metrics(trainer: pl.Trainer, wall_time_s: float) -> dict[str, float]:
     """The last epoch's logged scalars plus run size and wall time."""
@@ -65,9 +79,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         )
     fitted = fitting.fit(cfg, cfg.data, cfg.ckpt_path)
     metrics = final_metrics(fitted.trainer, fitted.wall_time_s)
-    # Lightning also writes the HParams metrics as scalars at step 0: a prefix keeps them off
-    # the training curves of the same names.
-    fitting.record(fitted, metrics, cfg.output_dir, {f"final/{k}": v for k, v in metrics.items()})
+    fitting.record(fitted, metrics, cfg.output_dir, KEY_PARAMS)
     return metrics
 
 

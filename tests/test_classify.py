@@ -16,6 +16,7 @@ from diffusion_lab.cli import compose_config
 from diffusion_lab.data.generated import write_generated_set
 from diffusion_lab.errors import ConfigError
 from tests.conftest import REPO_ROOT
+from tests.test_train import tensorboard_tags
 
 # The strong recipe shrunk to seconds: digits at 8x8, one hidden layer of 64, 4 epochs.
 TINY_CLASSIFY_OVERRIDES = [
@@ -60,7 +61,10 @@ def test_classifier_learns_digits_well_above_chance_and_writes_outputs(tmp_path)
     assert saved["val/acc"] > 0.8 and saved["train/loss_epoch"] > 0
     for name in ("confusion_matrix.png", "loss_curve.png"):
         assert (run / name).read_bytes()[:4] == b"\x89PNG"
-    assert list(run.glob("events.out.tfevents.*"))
+    tags = tensorboard_tags(run)
+    assert "test/acc" in tags["scalars"] and "_hparams_/session_start_info" in tags["hparams"]
+    # The HParams table reads test/acc from its curve: no single-point `final/` cards.
+    assert not [tag for tag in tags["scalars"] if tag.startswith("final/")]
 
 
 @pytest.mark.parametrize(
@@ -155,4 +159,4 @@ def test_augmentation_experiment_without_a_set_stops_before_the_first_job(tmp_pa
     assert result.stderr.strip().splitlines() == [
         "error: synthetic=None: mode=augmented needs a generated set: synthetic=PATH"
     ]
-    assert not (sweep / "0").exists()
+    assert not sweep.exists()

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from diffusion_lab.cli import JOB_NAME_MAX
+from diffusion_lab.reporting import job_dirs
 from tests.conftest import REPO_ROOT, TINY_TRAIN_OVERRIDES
+from tests.test_train import tensorboard_hparam_columns, tensorboard_tags
 
 
 def shrink_except(*keys: str) -> list[str]:
@@ -135,6 +138,19 @@ def test_multirun_sweep_over_a_top_level_key(tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    for job, beta_T in (("0", "0.01"), ("1", "0.02")):
-        assert json.loads((sweep / job / "metrics.json").read_text())["global_step"] == 3
-        assert f"beta_T: {beta_T}\n" in (sweep / job / ".hydra" / "config.yaml").read_text()
+    jobs = job_dirs(sweep)
+    # <job number>_<its overrides, sorted>, capped: T=20 and batch_size=16 sort before beta_T.
+    for num, (job, beta_T) in enumerate(zip(jobs, ("0.01", "0.02"), strict=True)):
+        assert job.name.startswith(f"{num}_T=20,batch_size=16,beta_T={beta_T},")
+        assert len(job.name) == JOB_NAME_MAX
+        assert json.loads((job / "metrics.json").read_text())["global_step"] == 3
+        assert f"beta_T: {beta_T}\n" in (job / ".hydra" / "config.yaml").read_text()
+        tags = tensorboard_tags(job)
+        assert not [tag for tag in tags["scalars"] if tag.startswith("final/")]
+    # TensorBoard's HParams table opens on the swept key; constants and nulls are left out.
+    columns = tensorboard_hparam_columns(sweep)
+    assert columns[0] == ("beta_T", True)
+    assert not any(differs for _, differs in columns[1:])
+    names = {name for name, _ in columns}
+    assert {"group/experiment", "model.ch", "lr", "seed"} <= names
+    assert not names & {"ckpt_path", "output_dir", "perf.compile"}

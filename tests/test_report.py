@@ -20,7 +20,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from diffusion_lab import report
 from diffusion_lab.lit.run import RUN_CONFIG_KEY, TrainedRun
-from diffusion_lab.reporting import FINAL_CKPT, row_labels
+from diffusion_lab.reporting import FINAL_CKPT, job_dirs, row_labels
 from tests.conftest import REPO_ROOT
 
 
@@ -164,9 +164,11 @@ def test_multirun_then_report_on_the_sweep(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     [sweep] = (tmp_path / "multirun").glob("*/*")
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}", f"{sweep.parent.name}/{sweep.name}")
-    for job in ("0", "1"):
-        assert (sweep / job / "schedule.png").is_file()
-        assert (sweep / job / FINAL_CKPT).is_file()
+    jobs = job_dirs(sweep)
+    assert [job.name[:2] for job in jobs] == ["0_", "1_"]
+    for job in jobs:
+        assert (job / "schedule.png").is_file()
+        assert (job / FINAL_CKPT).is_file()
     result = run_report(str(sweep), "--per-class", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     table = (sweep / "report.md").read_text()
