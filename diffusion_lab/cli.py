@@ -65,13 +65,16 @@ def config_files() -> Traversable:
     return resources.files(CONFIG_PACKAGE) if CONFIG_PATH == CONFIG_URL else Path(CONFIG_PATH)
 
 
+def config_source() -> initialize_config_dir | initialize_config_module:
+    """Hydra's initialisation context for CONFIG_PATH, for composing outside an entry point."""
+    if CONFIG_PATH == CONFIG_URL:
+        return initialize_config_module(CONFIG_PACKAGE, version_base="1.3")
+    return initialize_config_dir(CONFIG_PATH, version_base="1.3")
+
+
 def compose_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
     """Compose the config `name` (train, generate, classify) as its entry point would."""
-    if CONFIG_PATH == CONFIG_URL:
-        source = initialize_config_module(CONFIG_PACKAGE, version_base="1.3")
-    else:
-        source = initialize_config_dir(CONFIG_PATH, version_base="1.3")
-    with source:
+    with config_source():
         return compose(name, list(overrides))
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from hydra import compose, initialize_config_dir
+from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from diffusion_lab.cli import CONFIG_PATH, JOB_NAME_MAX, job_folder_name
+from diffusion_lab.cli import JOB_NAME_MAX, config_source, job_folder_name
 from diffusion_lab.fitting import hparams_table
 from diffusion_lab.reporting import job_dirs
 from diffusion_lab.train import KEY_PARAMS
@@ -37,7 +35,7 @@ def test_job_dirs_sort_by_job_number_with_or_without_names(tmp_path):
 @pytest.fixture
 def hydra_train_config():
     """compose(overrides) -> the train config with its `hydra` node, set as HydraConfig."""
-    with initialize_config_dir(str(Path(CONFIG_PATH).resolve()), version_base="1.3"):
+    with config_source():
 
         def _compose(*overrides: str):
             cfg = compose("train", list(overrides), return_hydra_config=True)
@@ -48,7 +46,6 @@ def hydra_train_config():
     HydraConfig.instance().cfg = None
 
 
-@pytest.mark.skipif(CONFIG_PATH.startswith("pkg://"), reason="reads conf/ of a checkout")
 def test_hparams_are_overrides_changed_groups_and_key_scalars(hydra_train_config):
     cfg = hydra_train_config("beta_T=0.01", "experiment=quickstart", "model.ch=8", "ckpt_path=x")
     run_config = OmegaConf.to_container(cfg, resolve=False)
@@ -63,7 +60,6 @@ def test_hparams_are_overrides_changed_groups_and_key_scalars(hydra_train_config
     assert "output_dir" not in params and "perf.compile" not in params
 
 
-@pytest.mark.skipif(CONFIG_PATH.startswith("pkg://"), reason="reads conf/ of a checkout")
 def test_a_list_of_experiments_is_one_hparams_value(hydra_train_config):
     cfg = hydra_train_config("experiment=[quickstart,part3_beta_T]")
     run_config = OmegaConf.to_container(cfg, resolve=False)
