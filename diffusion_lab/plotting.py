@@ -6,11 +6,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 from torchvision.utils import make_grid
 
 from diffusion_lab.files import atomic_path
+from diffusion_lab.loss_history import LossHistory
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
@@ -137,10 +140,7 @@ def sweep_grid_figure(
     return fig
 
 
-LossHistory = tuple[Sequence[int], Sequence[float], Sequence[int], Sequence[float]]
-
-
-def loss_overlay_figure(curves: Mapping[str, LossHistory]) -> Figure:
+def loss_overlay_figure(curves: Mapping[str, LossHistory], title: str = "") -> Figure:
     """Each job's smoothed training loss (line) and validation loss (dots) in one log plot;
     `curves` maps a label to (train_steps, train_losses, val_steps, val_losses)."""
     fig = Figure(figsize=(8, 4.5))
@@ -160,23 +160,109 @@ def loss_overlay_figure(curves: Mapping[str, LossHistory]) -> Figure:
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
     return fig
 
 
-def per_class_accuracy_figure(
-    stats: Mapping[str, Sequence[tuple[float, float]]], classes: Sequence[str]
-) -> Figure:
-    """Grouped bars: per series, the mean accuracy of each class with ± one std as error bars."""
-    fig = Figure(figsize=(1.0 + 0.9 * len(classes), 4))
-    ax = fig.subplots()
+def grouped_bars(
+    ax: Axes, stats: Mapping[str, Sequence[tuple[float, float | None]]], classes: Sequence[str]
+) -> None:
+    """Per series, a bar per class at 100 * mean, with ± 100 * std error bars where std is set."""
     width = 0.8 / len(stats)
     for i, (label, values) in enumerate(stats.items()):
         positions = [k + (i - (len(stats) - 1) / 2) * width for k in range(len(classes))]
-        means, stds = [100 * m for m, _ in values], [100 * s for _, s in values]
+        means = [100 * m for m, _ in values]
+        # A single run has no spread: no error bar rather than a bar of zero height.
+        stds = None if any(s is None for _, s in values) else [100 * s for _, s in values]
         ax.bar(positions, means, width, yerr=stds, capsize=2, label=label)
     ax.set_xticks(range(len(classes)), labels=classes, rotation=45, ha="right")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 100)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def per_class_accuracy_figure(
+    stats: Mapping[str, Sequence[tuple[float, float | None]]],
+    classes: Sequence[str],
+    title: str = "",
+) -> Figure:
+    """Grouped bars: per series, the mean accuracy of each class with ± one std as error bars
+    (none for a series whose std is None, i.e. a single run)."""
+    fig = Figure(figsize=(max(6.0, 1.0 + 0.9 * len(classes)), 4))
+    ax = fig.subplots()
+    grouped_bars(ax, stats, classes)
+    ax.set_xlabel("class")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def per_class_difference_figure(
+    stats: Mapping[str, Sequence[tuple[float, float | None]]],
+    classes: Sequence[str],
+    title: str = "",
+) -> Figure:
+    """Grouped bars of per-class accuracy differences (e.g. augmented − real) in points, with
+    ± one std over seeds as error bars (none where a series has a single pair)."""
+    fig = Figure(figsize=(max(6.0, 1.0 + 0.9 * len(classes)), 4))
+    ax = fig.subplots()
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    grouped_bars(ax, stats, classes)
+    ax.set_xlabel("class")
+    ax.set_ylabel("test accuracy difference (points)")
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+# (epochs, mean per epoch, sample std per epoch or None for a single run)
+EpochCurve = tuple[Sequence[int], Sequence[float], Sequence[float] | None]
+
+
+def epoch_curves_figure(
+    panels: Mapping[str, Mapping[str, EpochCurve]], title: str = "", xlabel: str = "epoch"
+) -> Figure:
+    """One panel per metric (its y label is the key of `panels`); in each, a line per series
+    (mean over runs) with a shaded ± one std band where there is more than one run."""
+    fig = Figure(figsize=(5.5 * len(panels), 4))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (ylabel, curves) in zip(axes, panels.items(), strict=True):
+        for i, (label, (epochs, means, stds)) in enumerate(curves.items()):
+            color = f"C{i % 10}"
+            ax.plot(epochs, means, "o-", color=color, markersize=3, label=label)
+            if stds is not None:
+                low = [m - s for m, s in zip(means, stds, strict=True)]
+                high = [m + s for m, s in zip(means, stds, strict=True)]
+                ax.fill_between(epochs, low, high, color=color, alpha=0.2, linewidth=0)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def metrics_by_job_figure(
+    xlabel: str,
+    xs: Sequence[float] | Sequence[str],
+    metrics: Mapping[str, Sequence[float | None]],
+    title: str = "",
+) -> Figure:
+    """One panel per metric: its value per job against `xs`, a line over numbers (sorted) or
+    points over labels; jobs without the metric (None) are left out."""
+    fig = Figure(figsize=(4.5 * len(metrics), 3.8))
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    numeric = all(isinstance(x, int | float) for x in xs)
+    for ax, (name, values) in zip(axes, metrics.items(), strict=True):
+        kept = [(i, x, v) for i, (x, v) in enumerate(zip(xs, values, strict=True)) if v is not None]
+        if numeric:
+            kept.sort(key=lambda point: point[1])
+            ax.plot([x for _, x, _ in kept], [v for *_, v in kept], "o-")
+        else:
+            ax.plot([i for i, _, _ in kept], [v for *_, v in kept], "o")
+            ax.set_xticks(range(len(xs)), labels=list(xs), rotation=30, ha="right", fontsize=7)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(name)
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(title, fontsize=9)
     return fig

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from diffusion_lab.lit.ema import WarmupEMA
 from diffusion_lab.lit.run import DataSpec, TrainedRun
+from diffusion_lab.loss_history import HISTORY_FILE, LossHistory, write_loss_history
 from diffusion_lab.plotting import class_grid, class_grid_figure, loss_curve_figure, save_figure
 
 
@@ -103,13 +104,16 @@ class SampleGrid(pl.Callback):
 
 
 class LossCurve(pl.Callback):
-    """Keeps the per-step training loss and per-epoch validation loss; writes `loss_curve.png`.
+    """Keeps the per-step training loss and per-epoch validation loss; writes `loss_curve.png`
+    and `loss_history.csv` (see `diffusion_lab.loss_history`) after every validation, at every
+    checkpoint and at the end.
 
     The history is part of the callback's checkpoint state, so a resumed run draws the whole curve.
     """
 
     def __init__(self, output_dir: str, ylabel: str = "MSE on eps") -> None:
         self.path = Path(output_dir) / "loss_curve.png"
+        self.history_path = Path(output_dir) / HISTORY_FILE
         self.ylabel = ylabel
         self.train_steps: list[int] = []
         self.train_losses: list[float] = []
@@ -143,19 +147,25 @@ class LossCurve(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.write(trainer)
 
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # A run stopped after this checkpoint still leaves its history up to it on disk.
+        self._flush()
+        if trainer.is_global_zero:
+            write_loss_history(self.history(), self.history_path)
+
+    def history(self) -> LossHistory:
+        """The history kept so far (call `_flush` first)."""
+        return LossHistory(self.train_steps, self.train_losses, self.val_steps, self.val_losses)
+
     def write(self, trainer: pl.Trainer) -> None:
         self._flush()
         if trainer.is_global_zero:
             val_label = "validation (EMA weights)" if uses_ema(trainer) else "validation"
-            fig = loss_curve_figure(
-                self.train_steps,
-                self.train_losses,
-                self.val_steps,
-                self.val_losses,
-                val_label,
-                self.ylabel,
-            )
+            fig = loss_curve_figure(*self.history(), val_label, self.ylabel)
             save_figure(fig, self.path)
+            write_loss_history(self.history(), self.history_path)
 
     def _flush(self) -> None:
         if self._pending:

@@ -1,27 +1,45 @@
-"""Summary of a `classify` sweep: test accuracy per data mode and per class, over seeds.
+"""Summary of a `classify` sweep: accuracy per data mode and per class, over seeds.
 
-`summarize_classify_sweep(SWEEP_DIR)` reads every job folder's `.hydra/config.yaml` and
-`metrics.json` and writes `report.md` (mean ± sample std per mode with the number of seeds,
-and the per-class accuracy differences augmented − real and synthetic − real, paired by seed)
-and `per_class_accuracy.png` into the sweep folder.
+`summarize_classify_sweep(SWEEP_DIR)` reads every job folder's `.hydra/`, `metrics.json` and
+event files and writes into the sweep folder:
+- `report.md`: test accuracy per mode (mean ± sample std over seeds, no ± for one seed) with
+  the number of seeds, and per class, with the differences augmented − real and
+  synthetic − real, paired by seed;
+- `per_class_accuracy.png`: the test accuracy of every class per mode;
+- `per_class_difference.png` (where `real` and another mode ran with the same seeds): the
+  per-class differences to `real`, with their spread over seeds;
+- `validation_curves.png` (where the jobs logged validation): each mode's validation accuracy
+  and loss against the epoch, mean over seeds with a ± one std band.
 """
 
 from __future__ import annotations
 
 import json
-import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from diffusion_lab.errors import DataError
 from diffusion_lab.files import atomic_path
-from diffusion_lab.plotting import per_class_accuracy_figure, save_figure
+from diffusion_lab.plotting import (
+    epoch_curves_figure,
+    per_class_accuracy_figure,
+    per_class_difference_figure,
+    save_figure,
+)
+from diffusion_lab.reporting.epoch_curves import Curve, mean_curve, validation_by_epoch
+from diffusion_lab.reporting.sweeps import differing_note, job_overrides, mean_std, sweep_name
 
 MODE_ORDER = ("real", "augmented", "synthetic")
+# The panels of validation_curves.png: (y label, key of Job.validation, scale of the values).
+VALIDATION_PANELS = (
+    ("validation accuracy (%)", "acc", 100.0),
+    ("validation loss (cross-entropy)", "loss", 1.0),
+)
 
 
 @dataclass(frozen=True)
@@ -36,10 +54,13 @@ class Job:
     n_real: int
     n_generated: int
     data: str
+    overrides: list[str]
+    validation: dict[str, Curve]
 
 
 def read_job(folder: Path) -> Job:
-    """A job from its metrics.json (resolved mode, results) and .hydra/config.yaml (data)."""
+    """A job from its metrics.json (resolved mode, results), .hydra/ (data, overrides) and
+    event files (validation per epoch)."""
     metrics = json.loads((folder / "metrics.json").read_text())
     config = OmegaConf.load(folder / ".hydra" / "config.yaml")
     return Job(
@@ -51,6 +72,8 @@ def read_job(folder: Path) -> Job:
         n_real=int(metrics["n_real"]),
         n_generated=int(metrics["n_generated"]),
         data=str(config.data._target_).rsplit(".", 1)[-1],
+        overrides=job_overrides(folder),
+        validation=validation_by_epoch(folder),
     )
 
 
@@ -64,16 +87,10 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
     return [read_job(folder) for folder in folders]
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return statistics.fmean(values), std
-
-
 def pm(values: Sequence[float], scale: float = 100.0) -> str:
-    """`mean ± std` in percent (points)."""
+    """`mean ± std` in percent (points); just the mean for a single value."""
     mean, std = mean_std(values)
-    return f"{scale * mean:.2f} ± {scale * std:.2f}"
+    return f"{scale * mean:.2f}" if std is None else f"{scale * mean:.2f} ± {scale * std:.2f}"
 
 
 def paired_differences(by_mode: dict[str, list[Job]], mode: str) -> dict[str, list[float]]:
@@ -85,6 +102,12 @@ def paired_differences(by_mode: dict[str, list[Job]], mode: str) -> dict[str, li
             for name, acc in job.per_class.items():
                 diffs[name].append(acc - real[job.seed].per_class[name])
     return dict(diffs)
+
+
+def compared_modes(by_mode: dict[str, list[Job]]) -> list[str]:
+    """The modes other than `real` that share at least one seed with it."""
+    real_seeds = {job.seed for job in by_mode.get("real", [])}
+    return [m for m, jobs in by_mode.items() if m != "real" and real_seeds & {j.seed for j in jobs}]
 
 
 def mode_table(by_mode: dict[str, list[Job]]) -> list[str]:
@@ -103,23 +126,49 @@ def mode_table(by_mode: dict[str, list[Job]]) -> list[str]:
 
 def class_table(by_mode: dict[str, list[Job]], classes: list[str]) -> list[str]:
     """Markdown rows: per-class accuracy per mode and the paired differences to `real`."""
-    compared = [m for m in by_mode if m != "real" and "real" in by_mode]
+    compared = compared_modes(by_mode)
     diffs = {m: paired_differences(by_mode, m) for m in compared}
     header = [f"{m} (%)" for m in by_mode] + [f"{m} − real (points)" for m in compared]
     rows = ["| class | " + " | ".join(header) + " |", "|" + " --- |" * (len(header) + 1)]
     for name in classes:
         cells = [pm([j.per_class[name] for j in jobs]) for jobs in by_mode.values()]
-        cells += [pm(diffs[m][name]) if diffs[m].get(name) else "n/a" for m in compared]
+        cells += [pm(diffs[m][name]) for m in compared]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return rows
 
 
 def per_class_stats(by_mode: dict[str, list[Job]], classes: list[str]) -> dict[str, list]:
-    """Per mode (labelled with its run count): (mean, std) of each class's test accuracy."""
+    """Per mode (labelled with its run count): (mean, std or None) of each class's accuracy."""
     return {
         f"{mode} (n={len(jobs)})": [mean_std([j.per_class[name] for j in jobs]) for name in classes]
         for mode, jobs in by_mode.items()
     }
+
+
+def difference_stats(by_mode: dict[str, list[Job]], classes: list[str]) -> dict[str, list]:
+    """Per compared mode: (mean, std or None) over seeds of each class's paired difference."""
+    stats = {}
+    for mode in compared_modes(by_mode):
+        diffs = paired_differences(by_mode, mode)
+        stats[f"{mode} − real (n={len(diffs[classes[0]])})"] = [
+            mean_std(diffs[name]) for name in classes
+        ]
+    return stats
+
+
+def validation_panels(by_mode: dict[str, list[Job]]) -> dict[str, dict]:
+    """The panels of `validation_curves.png`: accuracy (%) and loss, a mean curve per mode
+    (modes without logged validation left out)."""
+    panels = {}
+    for ylabel, name, scale in VALIDATION_PANELS:
+        curves = {
+            f"{mode} (n={len(jobs)})": mean_curve([j.validation[name] for j in jobs], scale)
+            for mode, jobs in by_mode.items()
+        }
+        curves = {label: curve for label, curve in curves.items() if curve[0]}
+        if curves:
+            panels[ylabel] = curves
+    return panels
 
 
 def group_by_mode(jobs: list[Job]) -> dict[str, list[Job]]:
@@ -131,29 +180,55 @@ def group_by_mode(jobs: list[Job]) -> dict[str, list[Job]]:
     return {m: by_mode[m] for m in [*known, *sorted(set(by_mode) - set(known))]}
 
 
-def summarize_classify_sweep(sweep_dir: Path) -> list[Path]:
-    """Write report.md and per_class_accuracy.png into `sweep_dir`; returns their paths."""
-    sweep_dir = Path(sweep_dir)
-    jobs = read_jobs(sweep_dir)
+def classify_figures(sweep_dir: Path, jobs: list[Job]) -> dict[str, Figure]:
+    """The sweep's figures by file name; titles name the sweep and what differs between jobs."""
     by_mode = group_by_mode(jobs)
     classes = list(jobs[0].per_class)
-    lines = [
+    heading = f"{sweep_name(sweep_dir)} ({differing_note([j.overrides for j in jobs])})"
+    spread = "mean ± sample std over seeds"
+    figures = {
+        "per_class_accuracy.png": per_class_accuracy_figure(
+            per_class_stats(by_mode, classes), classes, f"{heading}\ntest accuracy, {spread}"
+        )
+    }
+    differences = difference_stats(by_mode, classes)
+    if differences:
+        figures["per_class_difference.png"] = per_class_difference_figure(
+            differences, classes, f"{heading}\ntest accuracy − real, paired by seed, {spread}"
+        )
+    panels = validation_panels(by_mode)
+    if panels:
+        figures["validation_curves.png"] = epoch_curves_figure(
+            panels, f"{heading}\nvalidation after each epoch, {spread}"
+        )
+    return figures
+
+
+def report_lines(sweep_dir: Path, jobs: list[Job], figures: list[str]) -> list[str]:
+    """The lines of report.md."""
+    by_mode = group_by_mode(jobs)
+    return [
         f"# Classifier sweep {sweep_dir.name}",
         "",
         f"{len(jobs)} runs on {', '.join(sorted({j.data for j in jobs}))}; accuracy on the real "
-        "test split, mean ± sample standard deviation over seeds. Differences are paired by seed.",
+        "test split, mean ± sample standard deviation over seeds (no ± where one seed ran). "
+        "Differences are paired by seed.",
         "",
         *mode_table(by_mode),
         "",
         "## Per class",
         "",
-        *class_table(by_mode, classes),
-        "",
-        "![per-class accuracy](per_class_accuracy.png)",
+        *class_table(by_mode, list(jobs[0].per_class)),
+        *(f"\n![{name.removesuffix('.png')}]({name})" for name in figures),
     ]
+
+
+def summarize_classify_sweep(sweep_dir: Path) -> list[Path]:
+    """Write report.md and the figures into `sweep_dir`; returns their paths."""
+    sweep_dir = Path(sweep_dir)
+    jobs = read_jobs(sweep_dir)
+    figures = classify_figures(sweep_dir, jobs)
     report = sweep_dir / "report.md"
     with atomic_path(report) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    figure = per_class_accuracy_figure(per_class_stats(by_mode, classes), classes)
-    figure = save_figure(figure, sweep_dir / "per_class_accuracy.png")
-    return [report, figure]
+        tmp.write_text("\n".join(report_lines(sweep_dir, jobs, list(figures))) + "\n")
+    return [report, *(save_figure(fig, sweep_dir / name) for name, fig in figures.items())]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import statistics
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -10,6 +12,8 @@ from omegaconf import OmegaConf
 from diffusion_lab.errors import UserFacingError
 
 FINAL_CKPT = Path("checkpoints") / "last.ckpt"
+# metrics.json keys of sample-quality metrics (FID, KID, precision, recall, label fidelity).
+QUALITY_PREFIX = "quality/"
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -44,12 +48,63 @@ def row_labels(overrides: list[list[str]]) -> list[str]:
     return [" ".join(o for o in job if o not in shared) or "(defaults)" for job in overrides]
 
 
+def differing_overrides(overrides: list[list[str]]) -> dict[str, list[str | None]]:
+    """Per override key whose value is not the same in every job: each job's value (None where
+    the job does not set it); keys in the order the jobs name them."""
+    values = [dict(o.split("=", 1) if "=" in o else (o, "") for o in job) for job in overrides]
+    keys = dict.fromkeys(key for job in values for key in job)
+    table = {key: [job.get(key) for job in values] for key in keys}
+    return {key: column for key, column in table.items() if len(set(column)) > 1}
+
+
+def differing_note(overrides: list[list[str]]) -> str:
+    """What tells the jobs apart, for figure titles: `beta_T = 0.01, 0.02; seed = 1, 2`."""
+    differing = differing_overrides(overrides)
+    if not differing:
+        return "one job" if len(overrides) == 1 else "jobs with the same overrides"
+    parts = [
+        f"{key} = " + ", ".join(dict.fromkeys("(unset)" if v is None else v for v in values))
+        for key, values in differing.items()
+    ]
+    return "; ".join(parts)
+
+
+def swept_axis(overrides: list[list[str]]) -> tuple[str, list[float] | list[str]]:
+    """The x axis of a per-job figure: the one override that differs (its values as numbers
+    where they all are), else every job's differing overrides as labels."""
+    differing = differing_overrides(overrides)
+    if len(differing) != 1:
+        return "job", row_labels(overrides)
+    key, values = next(iter(differing.items()))
+    try:
+        return key, [float(v) for v in values]
+    except (TypeError, ValueError):
+        return key, [str(v) for v in values]
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation; None for a single value, which has no spread."""
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return statistics.fmean(values), std
+
+
+def sweep_name(sweep_dir: Path) -> str:
+    """`DATE/TIME` of a Hydra sweep folder, short enough for a figure title."""
+    return f"{sweep_dir.parent.name}/{sweep_dir.name}"
+
+
+def metric_cell(value: object) -> str:
+    """A number with 4 significant digits; anything else as written."""
+    return f"{value:.4g}" if isinstance(value, int | float) else str(value)
+
+
 def metrics_table(labels: list[str], metrics: list[dict[str, float]]) -> str:
-    """A markdown table: one row per job, one column per metric key of any job."""
-    keys = sorted(set().union(*metrics))
+    """A markdown table: one row per job, one column per metric key of any job, the sample
+    quality (`quality/*`) columns first."""
+    keys = sorted(set().union(*metrics), key=lambda k: (not k.startswith(QUALITY_PREFIX), k))
     lines = ["| job | " + " | ".join(keys) + " |", "| --- " * (len(keys) + 1) + "|"]
     for label, values in zip(labels, metrics, strict=True):
-        cells = [f"{values[k]:.4g}" if k in values else "" for k in keys]
+        cells = [metric_cell(values[k]) if k in values else "" for k in keys]
         lines.append(f"| `{label}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

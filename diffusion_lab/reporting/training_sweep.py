@@ -3,8 +3,12 @@
 It writes, into the sweep folder, `report_grid.png` (one row per job, labelled with the
 overrides that differ between jobs, one column per class, every row sampled from its job's
 final EMA checkpoint with the same initial noise, labels and generator seed),
-`report_loss.png` (the jobs' loss curves overlaid) and `report.md` (the final metrics), and
-logs them to TensorBoard under SWEEP_DIR/report/.
+`report_loss.png` (the jobs' loss curves overlaid: every step's training loss from each job's
+`loss_history.csv`, or from its thinned event files for runs older than that file),
+`report_quality.png` (only when some job's metrics.json has `quality/*` keys: each of them
+against the swept override) and `report.md` (the figures, a caveat where the jobs' noise
+schedules differ, and the final metrics), and logs the figures to TensorBoard under
+SWEEP_DIR/report/.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from __future__ import annotations
 import functools
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
+from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
@@ -21,20 +27,34 @@ from tqdm.auto import tqdm
 
 from diffusion_lab.files import atomic_path
 from diffusion_lab.lit.run import TrainedRun
-from diffusion_lab.plotting import LossHistory, loss_overlay_figure, save_figure, sweep_grid_figure
+from diffusion_lab.loss_history import HISTORY_FILE, LossHistory, read_loss_history
+from diffusion_lab.plotting import (
+    loss_overlay_figure,
+    metrics_by_job_figure,
+    save_figure,
+    sweep_grid_figure,
+)
 from diffusion_lab.reporting.sweeps import (
     FINAL_CKPT,
+    QUALITY_PREFIX,
+    differing_note,
     finished_jobs,
     job_overrides,
     metrics_table,
     row_labels,
+    sweep_name,
+    swept_axis,
 )
+
+# Appended to the legend label of a job whose training loss comes from its event files.
+THINNED = " [event files: logged steps only]"
 
 
 def sample_job(
     ckpt: Path, per_class: int, seed: int, device: torch.device
-) -> tuple[Tensor, tuple[str, ...]]:
-    """uint8 (per_class * K, C, H, W) samples of a job's final checkpoint, one column per class.
+) -> tuple[Tensor, tuple[str, ...], dict[str, Any]]:
+    """uint8 (per_class * K, C, H, W) samples of a job's final checkpoint, one column per class,
+    the class names and the job's resolved noise-schedule config.
 
     Every job samples with a fresh generator seeded with `seed`, so jobs of one image shape
     start from identical x_T and draw identical per-step noise; a job with another img_size
@@ -45,10 +65,10 @@ def sample_job(
     progress = functools.partial(tqdm, desc=f"sampling {ckpt.parents[1].name}", leave=False)
     images = run.sample(labels, seed, progress=progress).cpu()
     names = run.spec.class_names or tuple(str(k) for k in range(run.spec.num_classes))
-    return images, names
+    return images, names, dict((run.config or {}).get("schedule") or {})
 
 
-def loss_history(job: Path) -> LossHistory:
+def event_file_history(job: Path) -> LossHistory:
     """(train steps, train/loss, val steps, val/loss) from a job's TensorBoard event files."""
     events = EventAccumulator(str(job), size_guidance={"scalars": 0})
     events.Reload()
@@ -58,41 +78,126 @@ def loss_history(job: Path) -> LossHistory:
         points = events.Scalars(tag) if tag in tags else []
         return [p.step for p in points], [p.value for p in points]
 
-    return (*series("train/loss"), *series("val/loss"))
+    return LossHistory(*series("train/loss"), *series("val/loss"))
+
+
+def loss_history(job: Path) -> tuple[LossHistory, bool]:
+    """A job's loss history and whether it is complete: its `loss_history.csv` where the run
+    wrote one, else (False) the every-n-th-step points of its event files."""
+    path = job / HISTORY_FILE
+    if path.is_file():
+        return read_loss_history(path), True
+    return event_file_history(job), False
+
+
+def flat_fields(node: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """The leaves of a nested config as `dotted.path: value` strings."""
+    fields: dict[str, str] = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            fields |= flat_fields(value, f"{prefix}{key}.")
+        else:
+            fields[f"{prefix}{key}"] = str(value)
+    return fields
+
+
+def schedule_differences(schedules: list[dict[str, Any]]) -> list[str]:
+    """`beta_T: 0.01, 0.02`-style notes for every noise-schedule setting that differs between
+    jobs (the betas function, T, beta_1, beta_T, ...); empty where all schedules are equal."""
+    fields = [flat_fields(s) for s in schedules]
+    notes = []
+    for path in dict.fromkeys(p for f in fields for p in f):
+        values = [f.get(path, "(unset)") for f in fields]
+        if len(set(values)) > 1:
+            name = path.rsplit(".", 1)[-1]
+            if name == "_target_":
+                name, values = "schedule", [v.rsplit(".", 1)[-1] for v in values]
+            notes.append(f"{name}: {', '.join(dict.fromkeys(values))}")
+    return notes
+
+
+def schedule_caveat(schedules: list[dict[str, Any]]) -> str:
+    """A sentence for report.md where the jobs' noise schedules differ, else ""."""
+    differences = schedule_differences(schedules)
+    if not differences:
+        return ""
+    return (
+        f"**The jobs' noise schedules differ** ({'; '.join(differences)}): each loss is the "
+        "eps-MSE under that job's own forward process, so the losses measure different tasks "
+        "and their levels do not rank the jobs. Compare the samples (and quality metrics) instead."
+    )
+
+
+def loss_figure(jobs: list[Path], labels: list[str], title: str, caveat: str) -> Figure:
+    """The loss overlay; legend labels mark jobs whose training loss is thinned."""
+    curves = {}
+    for job, label in zip(jobs, labels, strict=True):
+        history, complete = loss_history(job)
+        curves[label if complete else label + THINNED] = history
+    if caveat:
+        title += "\nnoise schedules differ: these losses measure different tasks"
+    return loss_overlay_figure(curves, title)
+
+
+def quality_figure(
+    overrides: list[list[str]], metrics: list[dict[str, Any]], title: str
+) -> Figure | None:
+    """Each `quality/*` metric (FID first) against the swept override; None without any."""
+    keys = sorted({k for m in metrics for k in m if k.startswith(QUALITY_PREFIX)})
+    if not keys:
+        return None
+    keys.sort(key=lambda k: k != f"{QUALITY_PREFIX}fid")
+    xlabel, xs = swept_axis(overrides)
+    values = {k: [m.get(k) for m in metrics] for k in keys}
+    return metrics_by_job_figure(xlabel, xs, values, title)
 
 
 def report_training_sweep(
     sweep_dir: Path, jobs: list[Path], per_class: int, seed: int, device: torch.device
 ) -> None:
-    """Sample every finished training job from the same noise; write grid, losses and table."""
+    """Sample every finished training job from the same noise; write the figures and table."""
     jobs = finished_jobs(sweep_dir, jobs)
-    labels = row_labels([job_overrides(j) for j in jobs])
-    rows, class_names = [], ()
+    overrides = [job_overrides(j) for j in jobs]
+    labels = row_labels(overrides)
+    heading = f"{sweep_name(sweep_dir)} ({differing_note(overrides)})"
+    rows, schedules, class_names = [], [], ()
     for job, label in zip(jobs, labels, strict=True):
-        images, class_names = sample_job(job / FINAL_CKPT, per_class, seed, device)
+        images, class_names, schedule = sample_job(job / FINAL_CKPT, per_class, seed, device)
         rows.append((label, images))
-    title = f"{sweep_dir}: final EMA weights, same initial noise and generator seed {seed}"
-    grid = sweep_grid_figure(rows, class_names, title)
-    losses = loss_overlay_figure(dict(zip(labels, map(loss_history, jobs), strict=True)))
+        schedules.append(schedule)
+    caveat = schedule_caveat(schedules)
     metrics = [json.loads((j / "metrics.json").read_text()) for j in jobs]
+    figures = {
+        "report_grid.png": sweep_grid_figure(
+            rows, class_names, f"{heading}: final EMA weights, same noise and generator seed {seed}"
+        ),
+        "report_loss.png": loss_figure(jobs, labels, f"{heading}: loss", caveat),
+    }
+    quality = quality_figure(overrides, metrics, f"{heading}: sample quality")
+    if quality is not None:
+        figures["report_quality.png"] = quality
     table = metrics_table(labels, metrics)
-    save_figure(grid, sweep_dir / "report_grid.png")
-    save_figure(losses, sweep_dir / "report_loss.png")
+    for name, figure in figures.items():
+        save_figure(figure, sweep_dir / name)
     with atomic_path(sweep_dir / "report.md") as tmp:
-        tmp.write_text(report_markdown(sweep_dir, table, seed))
+        tmp.write_text(report_markdown(sweep_dir, list(figures), table, seed, caveat))
     with SummaryWriter(log_dir=str(sweep_dir / "report")) as writer:
-        writer.add_figure("report/grid", grid)
-        writer.add_figure("report/loss", losses)
+        for name, figure in figures.items():
+            writer.add_figure(f"report/{name.removeprefix('report_').removesuffix('.png')}", figure)
         writer.add_text("report/metrics", table)
-    print(f"wrote {sweep_dir / 'report_grid.png'}, report_loss.png and report.md")
+    print(f"wrote {', '.join(str(sweep_dir / name) for name in figures)} and report.md")
 
 
-def report_markdown(sweep_dir: Path, table: str, seed: int) -> str:
-    """report.md: the figures and the table of final metrics."""
+def report_markdown(sweep_dir: Path, figures: list[str], table: str, seed: int, caveat: str) -> str:
+    """report.md: the figures, the schedule caveat and the table of final metrics."""
+    images = "\n\n".join(f"![{name.removesuffix('.png')}]({name})" for name in figures)
+    notes = f"{caveat}\n\n" if caveat else ""
     return (
         f"# Sweep report: {sweep_dir}\n\n"
         f"Rows are sampled from each job's final (EMA) checkpoint with the same initial noise, "
-        f"labels and generator seed ({seed}).\n\n"
-        "![samples](report_grid.png)\n\n![loss curves](report_loss.png)\n\n"
+        f"labels and generator seed ({seed}). Training losses are every step's, from each job's "
+        f"`{HISTORY_FILE}`; a legend entry marked `{THINNED.strip()}` is an older run without "
+        "that file, drawn from its event files.\n\n"
+        f"{notes}{images}\n\n"
         f"## Final metrics (metrics.json)\n\n{table}\n"
     )
