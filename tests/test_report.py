@@ -20,12 +20,31 @@ from torch.utils.tensorboard import SummaryWriter
 
 from diffusion_lab import report
 from diffusion_lab.lit.run import RUN_CONFIG_KEY, TrainedRun
+from diffusion_lab.loss_history import HISTORY_FILE, LossHistory, write_loss_history
 from diffusion_lab.reporting import FINAL_CKPT, job_dirs, row_labels
+from diffusion_lab.reporting.training_sweep import (
+    THINNED,
+    loss_figure,
+    quality_figure,
+    schedule_caveat,
+    schedule_differences,
+)
 from tests.conftest import REPO_ROOT
 
+HISTORY_STEPS = 12
 
-def write_job(job: Path, cfg, overrides: list[str], kind: str = "train", finished: bool = True):
-    """One Hydra job folder as `train` leaves it (or, unfinished, as it is mid-run)."""
+
+def write_job(
+    job: Path,
+    cfg,
+    overrides: list[str],
+    kind: str = "train",
+    finished: bool = True,
+    history: bool = True,
+    metrics: dict | None = None,
+):
+    """One Hydra job folder as `train` leaves it (or, unfinished, as it is mid-run); without
+    `history`, as runs left it before `loss_history.csv` existed."""
     (job / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(overrides), job / ".hydra" / "overrides.yaml")
     OmegaConf.save(
@@ -37,16 +56,23 @@ def write_job(job: Path, cfg, overrides: list[str], kind: str = "train", finishe
     module = instantiate(cfg.module)
     (job / "checkpoints").mkdir()
     torch.save({"state_dict": module.state_dict(), RUN_CONFIG_KEY: config}, job / FINAL_CKPT)
-    (job / "metrics.json").write_text(json.dumps({"val/loss": 0.5, "global_step": 3}))
+    metrics = {"val/loss": 0.5, "global_step": HISTORY_STEPS} | (metrics or {})
+    (job / "metrics.json").write_text(json.dumps(metrics))
+    # The event files hold every 3rd training loss, the history file every one.
     with SummaryWriter(log_dir=str(job)) as writer:
-        for step in range(3):
-            writer.add_scalar("train/loss", 1.0 / (step + 1), step)
-        writer.add_scalar("val/loss", 0.5, 2)
+        for step in range(2, HISTORY_STEPS, 3):
+            writer.add_scalar("train/loss", 1.0 / step, step)
+        writer.add_scalar("val/loss", 0.5, HISTORY_STEPS)
+    if history:
+        steps = list(range(1, HISTORY_STEPS + 1))
+        losses = LossHistory(steps, [1.0 / s for s in steps], [HISTORY_STEPS], [0.5])
+        write_loss_history(losses, job / HISTORY_FILE)
 
 
 @pytest.fixture
 def fake_sweep(tmp_path, compose_train):
-    """Jobs 0 and 1 differ in beta_T (img_size 8), job 2 in img_size (16), job 3 unfinished."""
+    """Jobs 0 and 1 differ in beta_T (img_size 8), job 2 in img_size (16), job 3 unfinished.
+    Job 2 ran before `loss_history.csv` existed."""
     sweep = tmp_path / "sweep"
     jobs = [
         ("beta_T=0.01", "img_size=8"),
@@ -55,7 +81,7 @@ def fake_sweep(tmp_path, compose_train):
     ]
     for num, overrides in enumerate(jobs):
         cfg = compose_train(*overrides)
-        write_job(sweep / str(num), cfg, ["experiment=quickstart", *overrides])
+        write_job(sweep / str(num), cfg, ["experiment=quickstart", *overrides], history=num < 2)
     write_job(sweep / "3", cfg, ["experiment=quickstart", "beta_T=0.03"], finished=False)
     return sweep
 
@@ -93,10 +119,81 @@ def test_writes_grid_loss_overlay_table_and_tensorboard(fake_sweep):
     table = (fake_sweep / "report.md").read_text()
     # Rows are labelled with the overrides that differ between jobs.
     for label in ("beta_T=0.01 img_size=8", "beta_T=0.02 img_size=8", "beta_T=0.02 img_size=16"):
-        assert f"| `{label}` | 3 | 0.5 |" in table
+        assert f"| `{label}` | {HISTORY_STEPS} | 0.5 |" in table
     assert "experiment=quickstart" not in table
     assert list((fake_sweep / "report").glob("events.out.tfevents.*"))
     assert not list(fake_sweep.glob(".*.tmp"))
+    # beta_T differs: the losses measure different tasks, and report.md says so.
+    assert "**The jobs' noise schedules differ** (beta_T: 0.01, 0.02)" in table
+    assert "measure different tasks" in table
+    assert THINNED.strip() in table  # job 2 ran before loss_history.csv
+    # No quality/* metrics: no quality columns and no quality figure.
+    assert "quality/" not in table and not (fake_sweep / "report_quality.png").exists()
+
+
+def test_loss_figure_draws_every_step_from_the_history_and_marks_thinned_jobs(fake_sweep):
+    jobs = job_dirs(fake_sweep)[:3]
+    labels = ["a", "b", "c"]
+    figure = loss_figure(jobs, labels, "title", caveat="")
+    [ax] = figure.axes
+    train = {
+        line.get_label(): list(line.get_xdata())
+        for line in ax.lines
+        if "(train" in str(line.get_label())
+    }
+    assert train["a (train, mean of 1)"] == list(range(1, HISTORY_STEPS + 1))
+    assert train["b (train, mean of 1)"] == list(range(1, HISTORY_STEPS + 1))
+    # Job 2 has no history file: the event files' every-3rd-step points, marked in the legend.
+    assert train[f"c{THINNED} (train, mean of 1)"] == [2, 5, 8, 11]
+
+
+def test_schedule_caveat_names_what_differs_and_is_empty_for_equal_schedules(compose_train):
+    def schedule(*overrides: str) -> dict:
+        return OmegaConf.to_container(compose_train(*overrides).module.schedule, resolve=True)
+
+    assert schedule_caveat([schedule(), schedule("img_size=16")]) == ""
+    caveat = schedule_caveat([schedule(), schedule("schedule=cosine")])
+    assert "schedule: linear_betas, cosine_betas" in caveat
+    assert "beta_T: 0.028, (unset)" in caveat
+    # Both use the quickstart's T and the same NoiseSchedule class.
+    differences = schedule_differences([schedule(), schedule("schedule=cosine")])
+    assert [d.split(":")[0] for d in differences] == [
+        "schedule",
+        "beta_1",
+        "beta_T",
+        "s",
+        "max_beta",
+    ]
+
+
+def test_quality_metrics_become_table_columns_and_a_figure(tmp_path, compose_train):
+    sweep = tmp_path / "sweep"
+    quality = {
+        "0.02": {"quality/fid": 80.0, "quality/kid": 0.05, "quality/precision": 0.4},
+        "0.01": {"quality/fid": 120.0, "quality/kid": 0.09, "quality/precision": 0.3},
+    }
+    for num, beta_T in enumerate(quality):
+        overrides = [f"beta_T={beta_T}"]
+        write_job(
+            sweep / f"{num}_beta_T={beta_T}",
+            compose_train(*overrides),
+            overrides,
+            metrics=quality[beta_T],
+        )
+    report.main([str(sweep)])
+    table = (sweep / "report.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| job |"))
+    assert header.startswith("| job | quality/fid | quality/kid | quality/precision | global_step")
+    assert "| `beta_T=0.02` | 80 | 0.05 | 0.4 |" in table
+    assert "![report_quality](report_quality.png)" in table
+    assert (sweep / "report_quality.png").read_bytes()[:4] == b"\x89PNG"
+    overrides = [["beta_T=0.02"], ["beta_T=0.01"]]
+    figure = quality_figure(overrides, list(quality.values()), "title")
+    fid_ax = figure.axes[0]
+    assert fid_ax.get_ylabel() == "quality/fid" and fid_ax.get_xlabel() == "beta_T"
+    [line] = fid_ax.lines
+    assert list(line.get_xdata()) == [0.01, 0.02] and list(line.get_ydata()) == [120.0, 80.0]
+    assert [ax.get_ylabel() for ax in figure.axes[1:]] == ["quality/kid", "quality/precision"]
 
 
 def test_row_labels_keep_only_what_differs():
