@@ -20,7 +20,12 @@ from torch.utils.tensorboard import SummaryWriter
 
 from diffusion_lab import report
 from diffusion_lab.lit.run import RUN_CONFIG_KEY, TrainedRun
-from diffusion_lab.loss_history import HISTORY_FILE, LossHistory, write_loss_history
+from diffusion_lab.loss_history import (
+    HISTORY_FILE,
+    LossHistory,
+    read_loss_history,
+    write_loss_history,
+)
 from diffusion_lab.reporting import FINAL_CKPT, job_dirs, row_labels
 from diffusion_lab.reporting.training_sweep import (
     THINNED,
@@ -126,7 +131,7 @@ def test_writes_grid_loss_overlay_table_and_tensorboard(fake_sweep):
     # beta_T differs: the losses measure different tasks, and report.md says so.
     assert "**The jobs' noise schedules differ** (beta_T: 0.01, 0.02)" in table
     assert "measure different tasks" in table
-    assert THINNED.strip() in table  # job 2 ran before loss_history.csv
+    assert "Jobs `beta_T=0.02 img_size=16` ran before `loss_history.csv`" in table
     # No quality/* metrics: no quality columns and no quality figure.
     assert "quality/" not in table and not (fake_sweep / "report_quality.png").exists()
 
@@ -134,7 +139,8 @@ def test_writes_grid_loss_overlay_table_and_tensorboard(fake_sweep):
 def test_loss_figure_draws_every_step_from_the_history_and_marks_thinned_jobs(fake_sweep):
     jobs = job_dirs(fake_sweep)[:3]
     labels = ["a", "b", "c"]
-    figure = loss_figure(jobs, labels, "title", caveat="")
+    figure, thinned = loss_figure(jobs, labels, "title", caveat="")
+    assert thinned == ["c"]
     [ax] = figure.axes
     train = {
         line.get_label(): list(line.get_xdata())
@@ -266,8 +272,13 @@ def test_multirun_then_report_on_the_sweep(tmp_path):
     for job in jobs:
         assert (job / "schedule.png").is_file()
         assert (job / FINAL_CKPT).is_file()
+        steps = json.loads((job / "metrics.json").read_text())["global_step"]
+        history = read_loss_history(job / HISTORY_FILE)
+        assert list(history.train_steps) == list(range(1, steps + 1))
     result = run_report(str(sweep), "--per-class", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     table = (sweep / "report.md").read_text()
     assert "| `beta_T=0.01` |" in table and "| `beta_T=0.02` |" in table
+    assert "noise schedules differ** (beta_T: 0.01, 0.02)" in table
+    assert "ran before" not in table  # every job wrote its loss_history.csv
     assert (sweep / "report_grid.png").is_file() and (sweep / "report_loss.png").is_file()

@@ -128,15 +128,20 @@ def schedule_caveat(schedules: list[dict[str, Any]]) -> str:
     )
 
 
-def loss_figure(jobs: list[Path], labels: list[str], title: str, caveat: str) -> Figure:
-    """The loss overlay; legend labels mark jobs whose training loss is thinned."""
-    curves = {}
+def loss_figure(
+    jobs: list[Path], labels: list[str], title: str, caveat: str
+) -> tuple[Figure, list[str]]:
+    """The loss overlay, and the labels of the jobs whose training loss is thinned (no
+    `loss_history.csv`), which the legend marks."""
+    curves, thinned = {}, []
     for job, label in zip(jobs, labels, strict=True):
         history, complete = loss_history(job)
         curves[label if complete else label + THINNED] = history
+        if not complete:
+            thinned.append(label)
     if caveat:
         title += "\nnoise schedules differ: these losses measure different tasks"
-    return loss_overlay_figure(curves, title)
+    return loss_overlay_figure(curves, title), thinned
 
 
 def quality_figure(
@@ -167,11 +172,12 @@ def report_training_sweep(
         schedules.append(schedule)
     caveat = schedule_caveat(schedules)
     metrics = [json.loads((j / "metrics.json").read_text()) for j in jobs]
+    losses, thinned = loss_figure(jobs, labels, f"{heading}: loss", caveat)
     figures = {
         "report_grid.png": sweep_grid_figure(
             rows, class_names, f"{heading}: final EMA weights, same noise and generator seed {seed}"
         ),
-        "report_loss.png": loss_figure(jobs, labels, f"{heading}: loss", caveat),
+        "report_loss.png": losses,
     }
     quality = quality_figure(overrides, metrics, f"{heading}: sample quality")
     if quality is not None:
@@ -180,7 +186,8 @@ def report_training_sweep(
     for name, figure in figures.items():
         save_figure(figure, sweep_dir / name)
     with atomic_path(sweep_dir / "report.md") as tmp:
-        tmp.write_text(report_markdown(sweep_dir, list(figures), table, seed, caveat))
+        notes = [caveat, thinned_note(thinned)]
+        tmp.write_text(report_markdown(sweep_dir, list(figures), table, seed, notes))
     with SummaryWriter(log_dir=str(sweep_dir / "report")) as writer:
         for name, figure in figures.items():
             writer.add_figure(f"report/{name.removeprefix('report_').removesuffix('.png')}", figure)
@@ -188,16 +195,28 @@ def report_training_sweep(
     print(f"wrote {', '.join(str(sweep_dir / name) for name in figures)} and report.md")
 
 
-def report_markdown(sweep_dir: Path, figures: list[str], table: str, seed: int, caveat: str) -> str:
-    """report.md: the figures, the schedule caveat and the table of final metrics."""
+def thinned_note(labels: list[str]) -> str:
+    """A sentence naming the jobs whose training loss comes from their event files, else ""."""
+    if not labels:
+        return ""
+    jobs = ", ".join(f"`{label}`" for label in labels)
+    return (
+        f"Jobs {jobs} ran before `{HISTORY_FILE}` was written: their training loss is drawn "
+        f"from the event files, at the logged steps only (legend: `{THINNED.strip()}`)."
+    )
+
+
+def report_markdown(
+    sweep_dir: Path, figures: list[str], table: str, seed: int, notes: list[str]
+) -> str:
+    """report.md: the figures, the notes (schedule caveat, thinned losses) and the metrics."""
     images = "\n\n".join(f"![{name.removesuffix('.png')}]({name})" for name in figures)
-    notes = f"{caveat}\n\n" if caveat else ""
+    paragraphs = "".join(f"{note}\n\n" for note in notes if note)
     return (
         f"# Sweep report: {sweep_dir}\n\n"
         f"Rows are sampled from each job's final (EMA) checkpoint with the same initial noise, "
-        f"labels and generator seed ({seed}). Training losses are every step's, from each job's "
-        f"`{HISTORY_FILE}`; a legend entry marked `{THINNED.strip()}` is an older run without "
-        "that file, drawn from its event files.\n\n"
-        f"{notes}{images}\n\n"
+        f"labels and generator seed ({seed}). Training losses are every optimizer step's, from "
+        f"each job's `{HISTORY_FILE}`.\n\n"
+        f"{paragraphs}{images}\n\n"
         f"## Final metrics (metrics.json)\n\n{table}\n"
     )
