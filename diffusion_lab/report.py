@@ -1,8 +1,9 @@
 """`python -m diffusion_lab.report SWEEP_DIR`: the jobs of a sweep in one figure and one table.
 
-A training sweep gets `report_grid.png`, `report_loss.png` and `report.md` (see
-`diffusion_lab.reporting.training_sweep`); a classifier sweep gets `report.md` and
-`per_class_accuracy.png` (see `diffusion_lab.reporting.classify_sweep`).
+A training sweep gets `report_grid.png`, `report_loss.png`, `report_quality.png` (where jobs
+have `quality/*` metrics) and `report.md` (see `diffusion_lab.reporting.training_sweep`); a
+classifier sweep gets `report.md`, `per_class_accuracy.png`, `per_class_difference.png` and
+`validation_curves.png` (see `diffusion_lab.reporting.classify_sweep`).
 """
 
 from __future__ import annotations

@@ -159,13 +159,15 @@ def test_difference_figure_draws_augmented_minus_real_with_spread_over_seeds(swe
     assert "mode = real, augmented, synthetic" in ax.get_title()
 
 
-def test_one_seed_sweep_has_no_plus_minus_and_no_error_bars(tmp_path):
+def test_one_seed_sweep_has_no_plus_minus_and_no_error_bars(tmp_path, capsys):
     one_seed = {"real": {1: (0.50, 0.40, 0.60)}, "augmented": {1: (0.55, 0.50, 0.60)}}
     sweep = fake_sweep(tmp_path, one_seed)
     summarize_classify_sweep(sweep)
-    assert "±" not in "".join(
-        line for line in (sweep / "report.md").read_text().splitlines() if line.startswith("|")
-    )
+    tables = [line for line in (sweep / "report.md").read_text().splitlines() if "|" in line]
+    assert "| augmented | 1 (1) | 55.00 | 100 | 1000 |" in tables
+    assert not [line for line in tables if "±" in line]
+    printed = capsys.readouterr().out
+    assert "| real | 1 (1) | 50.00 | 100 | 0 |" in printed and "±" not in printed
     figures = classify_figures(sweep, read_jobs(sweep))
     for name in ("per_class_accuracy.png", "per_class_difference.png"):
         [ax] = figures[name].axes
@@ -176,3 +178,29 @@ def test_one_seed_sweep_has_no_plus_minus_and_no_error_bars(tmp_path):
 def test_a_folder_without_jobs_is_refused(tmp_path):
     with pytest.raises(DataError, match="no classify job folders"):
         summarize_classify_sweep(tmp_path)
+
+
+@pytest.mark.slow
+def test_report_of_real_runs_lines_up_the_modes_by_epoch(tmp_path):
+    """Two tiny real classify runs (real; augmented, with more steps per epoch) as sweep jobs."""
+    from diffusion_lab.classify import classify
+    from tests.test_classify import compose_classify, digits_set
+
+    sweep = tmp_path / "sweep"
+    synthetic = digits_set(tmp_path / "set", per_class=20)
+    for num, mode in enumerate(("real", "augmented")):
+        overrides = [f"mode={mode}", f"synthetic={synthetic}", "epochs=2"]
+        folder = sweep / f"{num}_mode={mode}"
+        cfg = compose_classify(folder, *overrides)
+        (folder / ".hydra").mkdir(parents=True)
+        OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
+        OmegaConf.save(OmegaConf.create(overrides), folder / ".hydra" / "overrides.yaml")
+        classify(cfg)
+    names = [p.name for p in summarize_classify_sweep(sweep)]
+    assert "validation_curves.png" in names and "per_class_difference.png" in names
+    figure = classify_figures(sweep, read_jobs(sweep))["validation_curves.png"]
+    for ax in figure.axes:
+        lines = lines_by_label(ax)
+        assert list(lines) == ["real (n=1)", "augmented (n=1)"]
+        assert all(epochs == [1, 2] for epochs, _ in lines.values())
+    assert "mode = real, augmented" in figure.get_suptitle()

@@ -224,11 +224,14 @@ def report_lines(sweep_dir: Path, jobs: list[Job], figures: list[str]) -> list[s
 
 
 def summarize_classify_sweep(sweep_dir: Path) -> list[Path]:
-    """Write report.md and the figures into `sweep_dir`; returns their paths."""
+    """Write report.md and the figures into `sweep_dir` and print the per-mode table; returns
+    the paths written."""
     sweep_dir = Path(sweep_dir)
     jobs = read_jobs(sweep_dir)
     figures = classify_figures(sweep_dir, jobs)
     report = sweep_dir / "report.md"
     with atomic_path(report) as tmp:
         tmp.write_text("\n".join(report_lines(sweep_dir, jobs, list(figures))) + "\n")
-    return [report, *(save_figure(fig, sweep_dir / name) for name, fig in figures.items())]
+    written = [report, *(save_figure(fig, sweep_dir / name) for name, fig in figures.items())]
+    print("\n".join(mode_table(group_by_mode(jobs))))
+    return written
