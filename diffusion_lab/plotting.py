@@ -223,7 +223,7 @@ def epoch_curves_figure(
 ) -> Figure:
     """One panel per metric (its y label is the key of `panels`); in each, a line per series
     (mean over runs) with a shaded ± one std band where there is more than one run."""
-    fig = Figure(figsize=(5.5 * len(panels), 4))
+    fig = Figure(figsize=(5.5 * len(panels), 4), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (ylabel, curves) in zip(axes, panels.items(), strict=True):
         for i, (label, (epochs, means, stds)) in enumerate(curves.items()):
@@ -242,6 +242,14 @@ def epoch_curves_figure(
     return fig
 
 
+def label_swept_values(ax: Axes, values: Sequence[float]) -> None:
+    """One x tick per swept value; a log axis where the values span two decades or more."""
+    if values[0] > 0 and values[-1] >= 100 * values[0]:
+        ax.set_xscale("log")
+    ax.set_xticks(values, labels=[f"{v:g}" for v in values])
+    ax.minorticks_off()
+
+
 def metrics_by_job_figure(
     xlabel: str,
     xs: Sequence[float] | Sequence[str],
@@ -250,7 +258,7 @@ def metrics_by_job_figure(
 ) -> Figure:
     """One panel per metric: its value per job against `xs`, a line over numbers (sorted) or
     points over labels; jobs without the metric (None) are left out."""
-    fig = Figure(figsize=(4.5 * len(metrics), 3.8))
+    fig = Figure(figsize=(4.5 * len(metrics), 3.8), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     numeric = all(isinstance(x, int | float) for x in xs)
     for ax, (name, values) in zip(axes, metrics.items(), strict=True):
@@ -258,6 +266,7 @@ def metrics_by_job_figure(
         if numeric:
             kept.sort(key=lambda point: point[1])
             ax.plot([x for _, x, _ in kept], [v for *_, v in kept], "o-")
+            label_swept_values(ax, sorted(set(xs)))
         else:
             ax.plot([i for i, _, _ in kept], [v for *_, v in kept], "o")
             ax.set_xticks(range(len(xs)), labels=list(xs), rotation=30, ha="right", fontsize=7)
