@@ -190,7 +190,7 @@ def test_report_of_real_runs_lines_up_the_modes_by_epoch(tmp_path):
     synthetic = digits_set(tmp_path / "set", per_class=20)
     for num, mode in enumerate(("real", "augmented")):
         overrides = [f"mode={mode}", f"synthetic={synthetic}", "epochs=2"]
-        folder = sweep / f"{num}_mode={mode}"
+        folder = sweep / f"{num}_{mode}"  # no "=": compose takes the path as an override
         cfg = compose_classify(folder, *overrides)
         (folder / ".hydra").mkdir(parents=True)
         OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
