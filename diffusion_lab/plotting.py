@@ -91,19 +91,20 @@ def loss_curve_figure(
 
 def schedule_figure(curves: Mapping[str, tuple[Tensor, Tensor]], title: str = "") -> Figure:
     """beta(t), alpha_bar(t) and log-SNR(t) side by side; `curves` maps a label to
-    (betas, alpha_bars), each of shape (T,), t a 0-based index drawn as step t + 1."""
+    (betas, alpha_bars), each of shape (T,). t is drawn as the 0-based index the code uses
+    (betas[0] = beta_1), as in the validation quarters' names (`val/loss_t0000-0124`)."""
     fig = Figure(figsize=(12, 3.4))
     ax_beta, ax_abar, ax_snr = fig.subplots(1, 3)
     for label, (betas, alpha_bars) in curves.items():
         betas, alpha_bars = betas.double().cpu(), alpha_bars.double().cpu()
-        steps = torch.arange(1, len(betas) + 1)
+        steps = torch.arange(len(betas))
         ax_beta.plot(steps, betas, label=label)
         ax_abar.plot(steps, alpha_bars, label=label)
         ax_snr.plot(steps, torch.log(alpha_bars / (1.0 - alpha_bars)), label=label)
     ax_beta.set_yscale("log")
     panels = ((ax_beta, "beta_t"), (ax_abar, "alpha_bar_t"), (ax_snr, "log SNR_t"))
     for ax, name in panels:
-        ax.set_xlabel("step t")
+        ax.set_xlabel("t (0-based index; the paper's step t + 1)")
         ax.set_title(name)
         ax.grid(True, alpha=0.3)
     if len(curves) > 1:
@@ -164,7 +165,9 @@ def loss_overlay_figure(curves: Mapping[str, LossHistory]) -> Figure:
 
 
 def per_class_accuracy_figure(
-    stats: Mapping[str, Sequence[tuple[float, float]]], classes: Sequence[str]
+    stats: Mapping[str, Sequence[tuple[float, float]]],
+    classes: Sequence[str],
+    title: str = "Test accuracy per class (mean ± std over seeds)",
 ) -> Figure:
     """Grouped bars: per series, the mean accuracy of each class with ± one std as error bars."""
     fig = Figure(figsize=(1.0 + 0.9 * len(classes), 4))
@@ -175,7 +178,9 @@ def per_class_accuracy_figure(
         means, stds = [100 * m for m, _ in values], [100 * s for _, s in values]
         ax.bar(positions, means, width, yerr=stds, capsize=2, label=label)
     ax.set_xticks(range(len(classes)), labels=classes, rotation=45, ha="right")
+    ax.set_xlabel("class")
     ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title, fontsize=9)
     ax.set_ylim(0, 100)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)

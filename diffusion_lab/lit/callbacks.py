@@ -37,10 +37,10 @@ def job_overrides() -> str:
 
 
 def describe_sampler(sampler: Callable[..., Tensor], T: int) -> str:
-    """`ancestral, 500 steps, w=1.8` for a sampler partial from conf/sampler/."""
+    """`ancestral sampler, 500 steps, w=1.8` for a sampler partial from conf/sampler/."""
     keywords = getattr(sampler, "keywords", {})
     name = getattr(sampler, "func", sampler).__name__.removesuffix("_sample")
-    text = f"{name}, {keywords.get('steps', T)} steps"
+    text = f"{name} sampler, {keywords.get('steps', T)} steps"
     return f"{text}, w={keywords['w']}" if "w" in keywords else text
 
 
@@ -117,7 +117,7 @@ class SampleGrid(pl.Callback):
             )
         weights = "EMA weights" if uses_ema(trainer) else "live weights"
         title = (
-            f"epoch {epoch} (step {trainer.global_step}), "
+            f"epoch {epoch} ({trainer.global_step} optimizer steps), "
             f"{describe_sampler(self.sampler, pl_module.schedule.T)}, {weights}"
         )
         if overrides := job_overrides():
