@@ -76,10 +76,15 @@ def test_small_run_has_every_step_and_the_labelled_grid_in_one_event_file(
 
 
 @pytest.mark.slow
-def test_classifier_logs_every_step_and_its_curves_by_epoch_in_one_event_file(tmp_path, capsys):
+def test_classifier_logs_every_step_and_its_curves_by_epoch_in_one_event_file(
+    tmp_path, capsys, recwarn
+):
     run = tmp_path / "run"
     metrics = classify(compose_classify(run, "epochs=2"))
     events = read_events(run)
+
+    # The default logging interval is not above the 21 batches of an epoch.
+    assert not [w for w in recwarn if "smaller than the logging interval" in str(w.message)]
 
     steps = metrics["global_step"]  # 2 epochs of 21 batches of 64 digits
     assert steps == 42
