@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -21,6 +23,14 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
 
 
 GRID_PADDING = 2
+
+
+def wrap_overrides(overrides: str, width: int = 80, max_lines: int = 3) -> str:
+    """`a=1,b=2,...` for a title: lines of at most `width` characters, broken after commas, at
+    most `max_lines` of them (then `...`), so a long sweep name does not widen the figure."""
+    spaced = re.sub(r",(?! )", ", ", overrides)
+    lines = textwrap.wrap(spaced, width, max_lines=max_lines, placeholder=" ...")
+    return "\n".join(lines)
 
 
 def class_grid(images: Tensor, per_class: int) -> Tensor:

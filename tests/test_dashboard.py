@@ -20,6 +20,7 @@ from diffusion_lab.plotting import (
     class_grid_figure,
     per_class_accuracy_figure,
     schedule_figure,
+    wrap_overrides,
 )
 from diffusion_lab.train import train
 from tests.test_classify import compose_classify
@@ -130,3 +131,12 @@ def test_per_class_accuracy_plot_has_a_title_and_axis_labels():
     figure = per_class_accuracy_figure({"real (n=1)": [(0.5, 0.0), (0.7, 0.0)]}, ["a", "b"])
     [ax] = figure.axes
     assert ax.get_title() and ax.get_xlabel() == "class" and ax.get_ylabel() == "test accuracy (%)"
+
+
+def test_long_overrides_wrap_into_a_few_title_lines():
+    overrides = ",".join(f"callbacks.key_{i}=value_{i}" for i in range(20))
+    lines = wrap_overrides(overrides, width=80, max_lines=3).splitlines()
+    assert len(lines) == 3 and all(len(line) <= 80 for line in lines)
+    assert lines[0].startswith("callbacks.key_0=value_0, callbacks.key_1=value_1, ")
+    assert lines[-1].endswith(" ...")
+    assert wrap_overrides("mode real, seed 0,beta_T=0.01") == "mode real, seed 0, beta_T=0.01"

@@ -21,7 +21,13 @@ from torch import Tensor
 from diffusion_lab.lit.ema import WarmupEMA
 from diffusion_lab.lit.run import DataSpec, TrainedRun
 from diffusion_lab.lit.tensorboard import scalar_step
-from diffusion_lab.plotting import class_grid, class_grid_figure, loss_curve_figure, save_figure
+from diffusion_lab.plotting import (
+    class_grid,
+    class_grid_figure,
+    loss_curve_figure,
+    save_figure,
+    wrap_overrides,
+)
 from diffusion_lab.progress import images_per_step, progress_bar
 
 
@@ -121,7 +127,7 @@ class SampleGrid(pl.Callback):
             f"{describe_sampler(self.sampler, pl_module.schedule.T)}, {weights}"
         )
         if overrides := job_overrides():
-            title += f"\n{overrides}"
+            title += f"\n{wrap_overrides(overrides)}"
         grid = class_grid(images, self.per_class)
         names = run.spec.class_names or [str(k) for k in range(run.spec.num_classes)]
         fig = class_grid_figure(grid, names, title)

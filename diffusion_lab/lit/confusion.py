@@ -11,7 +11,7 @@ from torch import Tensor
 
 from diffusion_lab.lit.callbacks import job_overrides, tensorboard_writers
 from diffusion_lab.lit.classifier import normalized_confusion
-from diffusion_lab.plotting import save_figure
+from diffusion_lab.plotting import save_figure, wrap_overrides
 
 
 def confusion_figure(confusion: Tensor, class_names: Sequence[str], title: str = "") -> Figure:
@@ -50,7 +50,7 @@ class ConfusionMatrixFigure(pl.Callback):
         if confusion is None or not trainer.is_global_zero:
             return
         accuracy = float(confusion.diagonal().sum() / confusion.sum().clamp_min(1))
-        run = ", ".join(part for part in (self.run_label, job_overrides()) if part)
+        run = wrap_overrides(",".join(part for part in (self.run_label, job_overrides()) if part))
         title = f"test split, {int(confusion.sum())} images, accuracy {100 * accuracy:.2f} %"
         title = f"{run}\n{title}" if run else title
         names = trainer.datamodule.class_names
