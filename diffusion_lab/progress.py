@@ -41,7 +41,9 @@ def progress_bar(total: int, desc: str, unit: str = "img", **kwargs: Any) -> tqd
     """A tqdm bar on a terminal; off one, log lines of the same counts every LOG_EVERY_S seconds."""
     if sys.stderr.isatty():
         return tqdm(total=total, desc=desc, unit=unit, bar_format=BAR_FORMAT, **kwargs)
-    kwargs.pop("leave", None)  # a log keeps its last line
+    # A log keeps its last line, and has no rows to place bars on (position moves the cursor).
+    kwargs.pop("leave", None)
+    kwargs.pop("position", None)
     return tqdm(
         total=total,
         desc=desc,
