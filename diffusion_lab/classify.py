@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from diffusion_lab import fitting
-from diffusion_lab.cli import CONFIG_PATH, report_user_errors
+from diffusion_lab.cli import CONFIG_PATH, print_summary, report_user_errors
 from diffusion_lab.config import validate_classify_config
 from diffusion_lab.data import ClassificationDataModule
 from diffusion_lab.lit.classifier import ClassifierModule
@@ -87,6 +87,9 @@ def classify(cfg: DictConfig) -> dict[str, Any]:
     metrics = fit_metrics | final_metrics(fitted.trainer, fitted.module, fitted.datamodule, cfg)
     metrics["wall_time_s"] = fitted.wall_time_s + time.perf_counter() - start
     fitting.record(fitted, metrics, cfg.output_dir, KEY_PARAMS)
+    if fitted.trainer.is_global_zero:
+        result = f"test/acc {100 * metrics['test/acc']:.2f} % (mode {cfg.mode}, seed {cfg.seed})"
+        print_summary("classify", result, cfg.output_dir)
     return metrics
 
 

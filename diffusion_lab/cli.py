@@ -126,6 +126,11 @@ def report_user_errors(task: Callable[..., R]) -> Callable[..., R]:
     return wrapper
 
 
+def print_summary(command: str, result: str, outputs: str | Path) -> None:
+    """A command's last line: its key result and where its outputs are."""
+    print(f"{command}: {result}; outputs in {outputs}", flush=True)
+
+
 def write_json(data: dict[str, Any], path: str | Path) -> Path:
     """Write `data` as indented JSON, atomically."""
     with atomic_path(path) as tmp:

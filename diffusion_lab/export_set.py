@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from diffusion_lab.cli import report_user_errors
+from diffusion_lab.cli import print_summary, report_user_errors
 from diffusion_lab.data.export import export_png
 from diffusion_lab.data.generated import read_generated_set
 from diffusion_lab.data.image_files import DEFAULT_THREADS
@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     gen = read_generated_set(args.set_dir)
     written = export_png(gen, out, args.set_dir, args.threads)
     kept = len(gen.labels) - written
-    print(f"{out}: wrote {written} PNG files" + (f", kept {kept} already there" if kept else ""))
+    kept_text = f", kept {kept} already there" if kept else ""
+    print_summary("export_set", f"wrote {written} PNG files{kept_text}", out)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from diffusion_lab.cli import config_files, write_json
 from diffusion_lab.lit.run import StoreRunConfig
+from diffusion_lab.lit.tensorboard import RunTensorBoardLogger
 
 
 def build_trainer(cfg: DictConfig, run_config: dict[str, Any]) -> pl.Trainer:
@@ -146,9 +147,12 @@ def fit(cfg: DictConfig, datamodule_cfg: DictConfig, ckpt_path: str | None = Non
 def record(
     fitted: Fit, metrics: dict[str, Any], output_dir: str, key_params: Sequence[str]
 ) -> None:
-    """On rank 0: metrics.json, and the HParams entry of the run's settings (see hparams_table)."""
+    """On rank 0: metrics.json and the HParams entry of the run's settings (see hparams_table),
+    then close the run's event file."""
     if not fitted.trainer.is_global_zero:
         return
     write_json(metrics, Path(output_dir) / "metrics.json")
     for logger in fitted.trainer.loggers:
         write_hparams(logger, hparams_table(fitted.run_config, key_params))
+        if isinstance(logger, RunTensorBoardLogger):
+            logger.close()

@@ -10,7 +10,6 @@ shards and a manifest; rerunning with the same out= adopts them and makes only t
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from lightning_fabric import Fabric
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from diffusion_lab.cli import CONFIG_PATH, report_user_errors, write_json
+from diffusion_lab.cli import CONFIG_PATH, print_summary, report_user_errors, write_json
 from diffusion_lab.config import (
     is_int,
     is_number,
@@ -48,8 +47,8 @@ from diffusion_lab.errors import DataError
 from diffusion_lab.lit.run import NonFiniteSamples, TrainedRun
 from diffusion_lab.nets.speed import use_tf32
 from diffusion_lab.plotting import class_grid, class_grid_figure, save_figure
+from diffusion_lab.progress import images_per_step, progress_bar
 
-log = logging.getLogger(__name__)
 MIXED_OR_FULL = ("32-true", "32", "bf16-mixed", "16-mixed")
 # export=png also writes the set as <out>/png/<kk>_<class>/<iiiii>.png (data/export.py).
 EXPORTS = (None, "png")
@@ -110,13 +109,13 @@ def make_shard(
     for part in labels.split(manifest["batch_size"]):
         try:
             with fabric.autocast():
-                images.append(run.sample(part, generator, sampler).cpu())
+                progress = images_per_step(bar, len(part))
+                images.append(run.sample(part, generator, sampler, progress=progress).cpu())
         except NonFiniteSamples as err:
             raise NonFiniteSamples(
                 f"shard {spec.file}: {err}; the shard was not written "
                 "(try fabric.precision=32-true or another sampler)"
             ) from None
-        bar.update(len(part))
     return torch.cat(images), labels.cpu()
 
 
@@ -153,7 +152,7 @@ def make_my_shards(
     total = sum(spec.count for spec in mine)
     desc = f"rank {rank}" if world > 1 else "generating"
     clock = SteadyRate()
-    with tqdm(total=total, unit="img", desc=desc, position=fabric.local_rank, disable=None) as bar:
+    with progress_bar(total, desc, position=fabric.local_rank) as bar:
         for spec in mine:
             images, labels = make_shard(fabric, run, sampler, spec, manifest, bar)
             clock.tick(spec.count)
@@ -204,13 +203,11 @@ def finish_set(cfg: DictConfig, root: Path, manifest: dict, metrics: dict[str, A
         metrics["png"] = str(root / "png")
     metrics.update(num_images=len(gen.labels), out=str(root))
     write_json(metrics, Path(cfg.output_dir) / "metrics.json")
-    log.info(
-        "set of %d images at %s; made %d now (%.2f img/s)",
-        len(gen.labels),
-        root,
-        metrics["images_made"],
-        metrics["images_per_s"],
+    result = (
+        f"a set of {len(gen.labels)} images, {metrics['images_made']} made now "
+        f"({metrics['images_per_s']:.2f} img/s)"
     )
+    print_summary("generate", result, root)
 
 
 def generate(cfg: DictConfig) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -24,6 +26,14 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
 
 
 GRID_PADDING = 2
+
+
+def wrap_overrides(overrides: str, width: int = 80, max_lines: int = 3) -> str:
+    """`a=1,b=2,...` for a title: lines of at most `width` characters, broken after commas, at
+    most `max_lines` of them (then `...`), so a long sweep name does not widen the figure."""
+    spaced = re.sub(r",(?! )", ", ", overrides)
+    lines = textwrap.wrap(spaced, width, max_lines=max_lines, placeholder=" ...")
+    return "\n".join(lines)
 
 
 def class_grid(images: Tensor, per_class: int) -> Tensor:
@@ -94,19 +104,20 @@ def loss_curve_figure(
 
 def schedule_figure(curves: Mapping[str, tuple[Tensor, Tensor]], title: str = "") -> Figure:
     """beta(t), alpha_bar(t) and log-SNR(t) side by side; `curves` maps a label to
-    (betas, alpha_bars), each of shape (T,), t a 0-based index drawn as step t + 1."""
+    (betas, alpha_bars), each of shape (T,). t is drawn as the 0-based index the code uses
+    (betas[0] = beta_1), as in the validation quarters' names (`val/loss_t0000-0124`)."""
     fig = Figure(figsize=(12, 3.4))
     ax_beta, ax_abar, ax_snr = fig.subplots(1, 3)
     for label, (betas, alpha_bars) in curves.items():
         betas, alpha_bars = betas.double().cpu(), alpha_bars.double().cpu()
-        steps = torch.arange(1, len(betas) + 1)
+        steps = torch.arange(len(betas))
         ax_beta.plot(steps, betas, label=label)
         ax_abar.plot(steps, alpha_bars, label=label)
         ax_snr.plot(steps, torch.log(alpha_bars / (1.0 - alpha_bars)), label=label)
     ax_beta.set_yscale("log")
     panels = ((ax_beta, "beta_t"), (ax_abar, "alpha_bar_t"), (ax_snr, "log SNR_t"))
     for ax, name in panels:
-        ax.set_xlabel("step t")
+        ax.set_xlabel("t (0-based index; the paper's step t + 1)")
         ax.set_title(name)
         ax.grid(True, alpha=0.3)
     if len(curves) > 1:
@@ -183,7 +194,7 @@ def grouped_bars(
 def per_class_accuracy_figure(
     stats: Mapping[str, Sequence[tuple[float, float | None]]],
     classes: Sequence[str],
-    title: str = "",
+    title: str = "Test accuracy per class",
 ) -> Figure:
     """Grouped bars: per series, the mean accuracy of each class with ± one std as error bars
     (none for a series whose std is None, i.e. a single run)."""

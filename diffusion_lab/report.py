@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from diffusion_lab.cli import report_user_errors
+from diffusion_lab.cli import print_summary, report_user_errors
 from diffusion_lab.config import require_gpu_if_asked
 from diffusion_lab.errors import UserFacingError
 from diffusion_lab.reporting import (
@@ -59,6 +59,7 @@ def report(args: argparse.Namespace) -> None:
             f"{sweep_dir}: jobs of {', '.join(kinds)}; a report exists for {', '.join(REPORTERS)}"
         )
     REPORTERS[kinds[0]](sweep_dir, jobs, args)
+    print_summary("report", f"{len(jobs)} jobs of a {kinds[0]} sweep", sweep_dir)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

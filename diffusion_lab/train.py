@@ -11,7 +11,7 @@ import torch
 from omegaconf import DictConfig
 
 from diffusion_lab import fitting
-from diffusion_lab.cli import CONFIG_PATH, report_user_errors
+from diffusion_lab.cli import CONFIG_PATH, print_summary, report_user_errors
 from diffusion_lab.config import require, validate_train_config
 from diffusion_lab.lit.callbacks import Throughput
 from diffusion_lab.nets.speed import bf16_usable, resolve_switch, use_tf32
@@ -80,7 +80,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     fitted = fitting.fit(cfg, cfg.data, cfg.ckpt_path)
     metrics = final_metrics(fitted.trainer, fitted.wall_time_s)
     fitting.record(fitted, metrics, cfg.output_dir, KEY_PARAMS)
+    if fitted.trainer.is_global_zero:
+        print_summary("train", summary(metrics), cfg.output_dir)
     return metrics
+
+
+def summary(metrics: dict[str, float]) -> str:
+    """`val/loss 0.0412 after 40 epochs (840 steps, 263 s)`: the run's key result."""
+    val_loss = metrics.get("val/loss")
+    loss = f"val/loss {val_loss:.4g}" if val_loss is not None else "no validation"
+    return (
+        f"{loss} after {metrics['epochs']} epochs "
+        f"({metrics['global_step']} steps, {metrics['wall_time_s']:.0f} s)"
+    )
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")

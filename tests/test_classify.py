@@ -30,7 +30,6 @@ TINY_CLASSIFY_OVERRIDES = [
     "crop_padding=0",
     "trainer=cpu",
     "trainer.precision=32-true",
-    "trainer.log_every_n_steps=5",
     "callbacks.progress.refresh_rate=0",
 ]
 

@@ -116,11 +116,11 @@ def test_validation_steps_map_to_epochs_whatever_the_steps_per_epoch(sweep):
     assert augmented["loss"][1] == pytest.approx(val_loss(0.55, 0))
 
 
-def test_per_epoch_tags_are_read_where_val_acc_is_missing(tmp_path):
+def test_per_epoch_tags_are_read_with_their_step_as_the_epoch(tmp_path):
     with SummaryWriter(log_dir=str(tmp_path)) as writer:
-        for epoch in range(2):
-            writer.add_scalar("val_by_epoch/acc", 0.5 + epoch / 10, epoch)
-            writer.add_scalar("val_by_epoch/loss", 1.0 - epoch / 10, epoch)
+        for epoch in (1, 2):
+            writer.add_scalar("val_by_epoch/acc", 0.4 + epoch / 10, epoch)
+            writer.add_scalar("val_by_epoch/loss", 1.1 - epoch / 10, epoch)
     curves = validation_by_epoch(tmp_path)
     assert curves["acc"] == pytest.approx({1: 0.5, 2: 0.6})
     assert curves["loss"] == pytest.approx({1: 1.0, 2: 0.9})

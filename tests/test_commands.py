@@ -41,7 +41,9 @@ def test_quickstart_command_runs_and_writes_outputs(tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 6
     assert (run_dir / "samples_final.png").is_file()
     assert (run_dir / ".hydra" / "config.yaml").is_file()
-    assert list(run_dir.glob("events.out.tfevents.*"))
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    summary = result.stdout.strip().splitlines()[-1]
+    assert summary.startswith("train: val/loss ") and summary.endswith(f"outputs in {run_dir}")
 
 
 @pytest.mark.parametrize(

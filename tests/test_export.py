@@ -91,9 +91,9 @@ def test_export_set_command_writes_then_skips_and_reports_errors_in_one_line(tmp
     command = [sys.executable, "-m", "diffusion_lab.export_set", str(root)]
     first = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
-    assert first.stdout.strip() == f"{root / 'png'}: wrote 12 PNG files"
+    assert first.stdout.strip() == f"export_set: wrote 12 PNG files; outputs in {root / 'png'}"
     export_set.main([str(root), "--out", str(root / "png")])
-    kept = f"{root / 'png'}: wrote 0 PNG files, kept 12 already there"
+    kept = f"export_set: wrote 0 PNG files, kept 12 already there; outputs in {root / 'png'}"
     assert capsys.readouterr().out.strip() == kept
     with pytest.raises(SystemExit) as info:
         export_set.main([str(tmp_path / "none")])

@@ -197,6 +197,9 @@ def test_command_as_users_type_it(ckpt, tmp_path):
     assert len(read_generated_set(run_dir / "set").labels) == 30
     assert (run_dir / "set" / "contact_sheet.png").is_file()
     assert json.loads((run_dir / "metrics.json").read_text())["num_images"] == 30
+    summary = result.stdout.strip().splitlines()[-1]
+    assert summary.startswith("generate: a set of 30 images, 30 made now (")
+    assert summary.endswith(f"; outputs in {run_dir / 'set'}")
 
 
 @pytest.mark.parametrize(

@@ -277,6 +277,10 @@ def test_multirun_then_report_on_the_sweep(tmp_path):
         assert list(history.train_steps) == list(range(1, steps + 1))
     result = run_report(str(sweep), "--per-class", "2")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert (
+        result.stdout.strip().splitlines()[-1]
+        == f"report: 2 jobs of a train sweep; outputs in {sweep}"
+    )
     table = (sweep / "report.md").read_text()
     assert "| `beta_T=0.01` |" in table and "| `beta_T=0.02` |" in table
     assert "noise schedules differ** (beta_T: 0.01, 0.02)" in table

@@ -6,28 +6,49 @@ Everything here writes on global rank 0 only.
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from pytorch_lightning.callbacks import WeightAveraging
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from diffusion_lab.lit.ema import WarmupEMA
 from diffusion_lab.lit.run import DataSpec, TrainedRun
+from diffusion_lab.lit.tensorboard import scalar_step
 from diffusion_lab.loss_history import HISTORY_FILE, LossHistory, write_loss_history
-from diffusion_lab.plotting import class_grid, class_grid_figure, loss_curve_figure, save_figure
+from diffusion_lab.plotting import (
+    class_grid,
+    class_grid_figure,
+    loss_curve_figure,
+    save_figure,
+    wrap_overrides,
+)
+from diffusion_lab.progress import images_per_step, progress_bar
 
 
 def tensorboard_writers(trainer: pl.Trainer) -> list[Any]:
     """The SummaryWriters of the trainer's TensorBoard loggers."""
     return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+
+
+def job_overrides() -> str:
+    """The Hydra job's overrides as in its sweep folder name (`beta_T=0.01`); paths are left
+    out (`hydra.job.config.override_dirname.exclude_keys`). Empty outside a Hydra job."""
+    return HydraConfig.get().job.override_dirname if HydraConfig.initialized() else ""
+
+
+def describe_sampler(sampler: Callable[..., Tensor], T: int) -> str:
+    """`ancestral sampler, 500 steps, w=1.8` for a sampler partial from conf/sampler/."""
+    keywords = getattr(sampler, "keywords", {})
+    name = getattr(sampler, "func", sampler).__name__.removesuffix("_sample")
+    text = f"{name} sampler, {keywords.get('steps', T)} steps"
+    return f"{text}, w={keywords['w']}" if "w" in keywords else text
 
 
 def uses_ema(trainer: pl.Trainer) -> bool:
@@ -73,34 +94,47 @@ class SampleGrid(pl.Callback):
         # The last epoch's grid would repeat the final one written in on_train_end.
         if trainer.sanity_checking or epoch % self.every_n_epochs or epoch == trainer.max_epochs:
             return
-        self.write(trainer, pl_module, f"step{trainer.global_step:07d}")
+        self.write(trainer, pl_module, f"step{trainer.global_step:07d}", epoch)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         ema = next((cb for cb in trainer.callbacks if isinstance(cb, WarmupEMA)), None)
         with ema.averaged_weights(pl_module) if ema is not None else contextlib.nullcontext():
-            self.write(trainer, pl_module, "final")
+            # The loop has ended: current_epoch counts the epochs done.
+            self.write(trainer, pl_module, "final", trainer.current_epoch)
 
-    def write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str) -> None:
-        """Sample on rank 0, save `samples_<tag>.png` and log the grid to TensorBoard."""
+    def write(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, tag: str, epoch: int
+    ) -> None:
+        """Sample on rank 0, save `samples_<tag>.png` and log the same labelled figure."""
         if not trainer.is_global_zero:
             return
         run = TrainedRun(pl_module, DataSpec.of_datamodule(trainer.datamodule))
         labels = torch.arange(run.spec.num_classes, device=pl_module.device)
-        progress = functools.partial(
-            tqdm, desc="sampling grid", leave=False, unit="step", disable=None
-        )
+        count = run.spec.num_classes * self.per_class
         # Sample in the trainer's precision (e.g. bf16 autocast), as the network was trained.
-        with trainer.precision_plugin.forward_context():
+        with (
+            progress_bar(count, f"sampling grid, epoch {epoch}", leave=False) as bar,
+            trainer.precision_plugin.forward_context(),
+        ):
             images = run.sample(
-                labels.repeat_interleave(self.per_class), self.seed, self.sampler, progress=progress
+                labels.repeat_interleave(self.per_class),
+                self.seed,
+                self.sampler,
+                progress=images_per_step(bar, count),
             )
         weights = "EMA weights" if uses_ema(trainer) else "live weights"
-        title = f"after {trainer.global_step} optimizer steps, {weights}"
+        title = (
+            f"epoch {epoch} ({trainer.global_step} optimizer steps), "
+            f"{describe_sampler(self.sampler, pl_module.schedule.T)}, {weights}"
+        )
+        if overrides := job_overrides():
+            title += f"\n{wrap_overrides(overrides)}"
         grid = class_grid(images, self.per_class)
         names = run.spec.class_names or [str(k) for k in range(run.spec.num_classes)]
-        save_figure(class_grid_figure(grid, names, title), self.output_dir / f"samples_{tag}.png")
+        fig = class_grid_figure(grid, names, title)
+        save_figure(fig, self.output_dir / f"samples_{tag}.png")
         for writer in tensorboard_writers(trainer):
-            writer.add_image("samples/per_class", grid, trainer.global_step)
+            writer.add_figure("samples/per_class", fig, scalar_step(trainer))
 
 
 class LossCurve(pl.Callback):
@@ -108,7 +142,10 @@ class LossCurve(pl.Callback):
     and `loss_history.csv` (see `diffusion_lab.loss_history`) after every validation, at every
     checkpoint and at the end.
 
-    The history is part of the callback's checkpoint state, so a resumed run draws the whole curve.
+    Every step's loss also goes to the loggers as `train/loss`, at the step Lightning logs that
+    step's other scalars (its 0-based index), from the tensors kept on the device: one host read
+    per epoch instead of one per logged step. The history is part of the callback's checkpoint
+    state, so a resumed run draws the whole curve (and logs only its own steps).
     """
 
     def __init__(self, output_dir: str, ylabel: str = "MSE on eps") -> None:
@@ -120,6 +157,7 @@ class LossCurve(pl.Callback):
         self.val_steps: list[int] = []
         self.val_losses: list[float] = []
         self._pending: list[Tensor] = []
+        self._logged = 0  # how many of train_losses the loggers have
 
     def on_train_batch_end(
         self,
@@ -135,6 +173,7 @@ class LossCurve(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._flush()
+        self.log_new_losses(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         val_loss = trainer.callback_metrics.get("val/loss")
@@ -146,6 +185,16 @@ class LossCurve(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.write(trainer)
+        self.log_new_losses(trainer)
+
+    def log_new_losses(self, trainer: pl.Trainer) -> None:
+        """Send the losses of the steps since the last call to the loggers as `train/loss`."""
+        self._flush()
+        new = range(self._logged, len(self.train_losses))
+        for logger in trainer.loggers:
+            for i in new:
+                logger.log_metrics({"train/loss": self.train_losses[i]}, self.train_steps[i] - 1)
+        self._logged = len(self.train_losses)
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
@@ -184,6 +233,33 @@ class LossCurve(pl.Callback):
     def load_state_dict(self, state_dict: dict[str, list]) -> None:
         for key, value in state_dict.items():
             setattr(self, key, list(value))
+        self._logged = len(self.train_losses)  # logged by the run that wrote the checkpoint
+
+
+class EpochScalars(pl.Callback):
+    """Logs epoch-level metrics again against the epoch: `val/acc` as `val_by_epoch/acc` at
+    step = epochs done (1 after the first epoch).
+
+    Runs whose epochs have different numbers of steps (a classifier on real data against one on
+    real + generated data) line up on this axis, not on the optimizer step.
+    """
+
+    def __init__(self, metrics: Sequence[str] = ("val/acc", "val/loss")) -> None:
+        self.metrics = list(metrics)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        found = [k for k in self.metrics if k in trainer.callback_metrics]
+        values = {by_epoch_tag(k): float(trainer.callback_metrics[k]) for k in found}
+        for logger in trainer.loggers:
+            logger.log_metrics(values, step=trainer.current_epoch + 1)
+
+
+def by_epoch_tag(tag: str) -> str:
+    """`val/acc` -> `val_by_epoch/acc`: its own section in TensorBoard."""
+    section, _, name = tag.partition("/")
+    return f"{section}_by_epoch/{name}"
 
 
 class Throughput(pl.Callback):

@@ -62,8 +62,12 @@ class ClassifierModule(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, labels = batch
         loss = F.cross_entropy(self(x), labels, label_smoothing=self.label_smoothing)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
-        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True)
+        # For callback_metrics only: a logged or displayed step value is read back to the host
+        # (a GPU sync); LossCurve writes every step's loss to the loggers once an epoch.
+        self.log("train/loss", loss, on_step=True, on_epoch=False, logger=False)
+        self.log(
+            "train/loss_epoch", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True
+        )
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

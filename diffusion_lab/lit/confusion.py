@@ -9,9 +9,9 @@ import pytorch_lightning as pl
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from diffusion_lab.lit.callbacks import tensorboard_writers
+from diffusion_lab.lit.callbacks import job_overrides, tensorboard_writers
 from diffusion_lab.lit.classifier import normalized_confusion
-from diffusion_lab.plotting import save_figure
+from diffusion_lab.plotting import save_figure, wrap_overrides
 
 
 def confusion_figure(confusion: Tensor, class_names: Sequence[str], title: str = "") -> Figure:
@@ -37,18 +37,22 @@ def confusion_figure(confusion: Tensor, class_names: Sequence[str], title: str =
 class ConfusionMatrixFigure(pl.Callback):
     """After `trainer.test`, writes `confusion_matrix.png` and logs it as a TensorBoard figure.
 
-    Reads the module's `test_results["confusion"]` (a ClassifierModule); rank 0 only.
+    Reads the module's `test_results["confusion"]` (a ClassifierModule); rank 0 only. The title
+    names the run: `run_label` (e.g. its mode and seed) and the Hydra job's overrides.
     """
 
-    def __init__(self, output_dir: str) -> None:
+    def __init__(self, output_dir: str, run_label: str = "") -> None:
         self.path = Path(output_dir) / "confusion_matrix.png"
+        self.run_label = run_label
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         confusion = pl_module.test_results.get("confusion")
         if confusion is None or not trainer.is_global_zero:
             return
         accuracy = float(confusion.diagonal().sum() / confusion.sum().clamp_min(1))
+        run = wrap_overrides(",".join(part for part in (self.run_label, job_overrides()) if part))
         title = f"test split, {int(confusion.sum())} images, accuracy {100 * accuracy:.2f} %"
+        title = f"{run}\n{title}" if run else title
         names = trainer.datamodule.class_names
         fig = confusion_figure(confusion, names, title)
         save_figure(fig, self.path)

@@ -96,8 +96,9 @@ class DDPMModule(pl.LightningModule):
         labels = drop_labels(labels, self.p_uncond, self.net.null_label)
         net = self.net if self.compiled_forward is None else self.compiled_forward
         loss = eps_mse(net, self.schedule, x0, t, eps, labels).mean()
-        # Not on the progress bar: the bar reads the value back every refresh, a GPU sync.
-        self.log("train/loss", loss, on_step=True, on_epoch=False)
+        # For callback_metrics only: a logged or displayed step value is read back to the host
+        # (a GPU sync); LossCurve writes every step's loss to the loggers once an epoch.
+        self.log("train/loss", loss, on_step=True, on_epoch=False, logger=False)
         self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 

@@ -3,9 +3,9 @@
 Lightning logs `val/acc` and `val/loss` at the optimizer step of each validation, and with
 every logged scalar an `epoch` scalar (the 0-based epoch) at the same step; that maps each
 validation to its epoch, so runs with different numbers of steps per epoch (real against
-augmented) line up. Runs that log `val_by_epoch/acc` and `val_by_epoch/loss` with the 0-based
-epoch as their step are read from those tags where `val/acc` is missing. Epochs are counted
-from 1 here: the validation after the first epoch is epoch 1.
+augmented) line up. Runs that log `val_by_epoch/acc` and `val_by_epoch/loss` (the
+`EpochScalars` callback: step = epochs done) are read from those tags directly. Epochs are
+counted from 1 here: the validation after the first epoch is epoch 1.
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ def validation_by_epoch(job: Path) -> dict[str, Curve]:
     epoch_at = {p.step: int(p.value) for p in events.Scalars("epoch")} if "epoch" in tags else {}
     curves: dict[str, Curve] = {}
     for name, (by_step, by_epoch) in VALIDATION_TAGS.items():
-        if by_step in tags and epoch_at:
+        if by_epoch in tags:
+            curves[name] = {p.step: p.value for p in events.Scalars(by_epoch)}
+        elif by_step in tags and epoch_at:
             points = events.Scalars(by_step)
             curves[name] = {epoch_at[p.step] + 1: p.value for p in points if p.step in epoch_at}
-        elif by_epoch in tags:
-            curves[name] = {p.step + 1: p.value for p in events.Scalars(by_epoch)}
         else:
             curves[name] = {}
     return curves
