@@ -155,8 +155,11 @@ def test_loader_refuses_a_file_that_is_not_a_checkpoint(tmp_path):
     ("checkpoint", "what"),
     [
         ({"state_dict": {}}, "no stored run config"),
-        ({RUN_CONFIG_KEY: {"module": {"_target_": "diffusion_lab.lit.ddpm.DDPMModule"}}}, "DDPM"),
-        ({RUN_CONFIG_KEY: {"module": {"_target_": "no.such.Module"}}}, "no stored run config"),
+        (
+            {RUN_CONFIG_KEY: {"module": {"_target_": "diffusion_lab.lit.ddpm.DDPMModule"}}},
+            r"its module is diffusion_lab\.lit\.ddpm\.DDPMModule",
+        ),
+        ({RUN_CONFIG_KEY: {"module": {"_target_": "no.such.Module"}}}, "its module is no"),
     ],
 )
 def test_loader_refuses_a_checkpoint_that_is_not_from_classify(tmp_path, checkpoint, what):

@@ -64,13 +64,14 @@ def _read_checkpoint(path: Path, key: str) -> dict:
     except Exception:  # torch.load raises many types (unpickling, zip, EOF) for a foreign file
         raise UserFacingError(f"{key}={path}: not a PyTorch checkpoint file") from None
     config = checkpoint.get(RUN_CONFIG_KEY) if isinstance(checkpoint, dict) else None
-    target = config.get("module", {}).get("_target_") if isinstance(config, dict) else None
+    module = config.get("module") if isinstance(config, dict) else None
+    target = module.get("_target_") if isinstance(module, dict) else None
     try:
         module_class = get_class(target) if isinstance(target, str) else None
     except ImportError:
         module_class = None
     if not (isinstance(module_class, type) and issubclass(module_class, ClassifierModule)):
-        what = module_class.__name__ if isinstance(module_class, type) else "no stored run config"
+        what = "no stored run config" if target is None else f"its module is {target}"
         raise UserFacingError(
             f"{key}={path}: not a `classify` checkpoint ({what}); train one with "
             "`python -m diffusion_lab.classify experiment=reference_classifier`"

@@ -5,12 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from diffusion_lab.data.tensors import to_signed_unit
-
 
 def _as_signed_unit(images: Tensor) -> Tensor:
     """uint8 pixels to float in [-1, 1]; float images are taken to be in [-1, 1] already."""
-    return to_signed_unit(images) if images.dtype == torch.uint8 else images.float()
+    if images.dtype != torch.uint8:
+        return images.float()
+    # The operations of diffusion_lab.data.tensors.to_signed_unit (the classifier's training
+    # input), bit for bit, without importing the data layer into this pure-torch package.
+    return images.float().div_(127.5).sub_(1.0)
 
 
 def _check_inputs(images: Tensor, labels: Tensor, num_classes: int, batch_size: int) -> None:
