@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from diffusion_lab.cli import compose_config
+from diffusion_lab.config import validate_classify_config
+from diffusion_lab.errors import ConfigError
 from diffusion_lab.nets import CNN
 
 
@@ -36,3 +39,9 @@ def test_cnn_refuses_bad_arguments(kwargs, match):
     arguments = {"in_shape": (3, 32, 32), "num_classes": 10} | kwargs
     with pytest.raises(ValueError, match=match):
         CNN(**arguments)
+
+
+def test_classify_refuses_an_image_size_the_cnn_cannot_pool_before_any_work():
+    cfg = compose_config("classify", ["model=cnn", "data=digits", "img_size=12"])
+    with pytest.raises(ConfigError, match=r"^model\.in_shape=\[1, 12, 12\]: H and W must be divis"):
+        validate_classify_config(cfg, ())
