@@ -143,7 +143,7 @@ def validate_sampler(sampler: DictConfig, T: int) -> None:
     if "steps" not in sampler and "spacing" not in sampler:
         return
     steps = sampler.get("steps", T)
-    require(is_int(steps), "sampler.steps", steps, f"must be an integer in [1, T={T}]")
+    require(is_int(steps) and 1 <= steps <= T, "sampler.steps", steps, f"must be in [1, T={T}]")
     try:
         ddim_timesteps(T, steps, sampler.get("spacing", "uniform"))
     except ValueError as err:

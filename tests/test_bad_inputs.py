@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from diffusion_lab.cli import report_user_errors
 from diffusion_lab.data.generated import MANIFEST_NAME
 from tests.conftest import TINY_TRAIN_OVERRIDES
 from tests.test_classify import TINY_CLASSIFY_OVERRIDES, digits_set
@@ -74,8 +75,13 @@ TRAIN = [
     bad("train", "perf.compile=maybe", says="perf.compile='maybe': must be true, false or auto"),
     bad("train", "perf.compile_mode=fast", says="perf.compile_mode='fast': must be one of"),
     bad("train", "perf.tf32=1", says="perf.tf32=1: must be true or false"),
-    bad("train", "sampler=ddim", "sampler.steps=1000", says="sampler.steps=1000: DDIM needs"),
-    bad("train", "sampler=ddim", "sampler.steps=0", says="sampler.steps=0: DDIM needs 1 <="),
+    bad(
+        "train",
+        "sampler=ddim",
+        "sampler.steps=1000",
+        says="sampler.steps=1000: must be in [1, T=20]",
+    ),
+    bad("train", "sampler=ddim", "sampler.steps=0", says="sampler.steps=0: must be in [1, T=20]"),
     bad(
         "train",
         "sampler=ddim",
@@ -144,7 +150,7 @@ GENERATE = [
         "ckpt={inputs}/tiny.ckpt",
         "sampler=ddim",
         "sampler.steps=1000",
-        says="sampler.steps=1000: DDIM needs 1 <= steps <= T=20",
+        says="sampler.steps=1000: must be in [1, T=20]",
     ),
     bad(
         "generate",
@@ -389,3 +395,26 @@ def test_bad_input_is_one_line_and_leaves_nothing(
 def test_the_table_covers_every_command_with_at_least_60_inputs():
     assert len(ROWS) >= 60
     assert {row.command for row in ROWS} >= {*HYDRA_COMMANDS, "report", "bench"}
+
+
+def test_a_full_disk_names_the_file_and_exits_2(tmp_path, capsys):
+    path = str(tmp_path / "metrics.json")
+
+    @report_user_errors
+    def write() -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    with pytest.raises(SystemExit) as exit_:
+        write()
+    assert exit_.value.code == 2
+    advice = "no space left on the device; free space or choose another folder"
+    assert capsys.readouterr().err == f"error: {path}: {advice}\n"
+
+
+def test_an_os_error_that_is_a_bug_keeps_its_traceback():
+    @report_user_errors
+    def read() -> None:
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "missing.yaml")
+
+    with pytest.raises(FileNotFoundError):
+        read()
