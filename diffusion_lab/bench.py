@@ -17,11 +17,10 @@ the bf16 matrix-product peak measured on the same device at the start of the run
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import resource
-import sys
 import time
+from argparse import Namespace
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,14 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
-from diffusion_lab.cli import compose_config, write_json
+from diffusion_lab.cli import (
+    ArgumentParser,
+    compose_config,
+    compose_user_config,
+    report_user_errors,
+    write_json,
+)
+from diffusion_lab.config import validate_train_config
 from diffusion_lab.diffusion import drop_labels, eps_mse, guided_eps
 from diffusion_lab.nets.speed import compiled, resolve_switch, use_tf32
 
@@ -228,8 +234,8 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None) -> Namespace:
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the train config")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per case")
@@ -244,12 +250,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=Path("outputs/bench/bench.json"))
     args = parser.parse_args(argv)
     if args.batch_size < 2 or args.steps < 1 or args.warmup < 0:
-        sys.exit("error: --batch-size must be >= 2, --steps >= 1, --warmup >= 0")
+        parser.error("--batch-size must be >= 2, --steps >= 1, --warmup >= 0")
     return args
 
 
+@report_user_errors
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    # Bad overrides fail here in one line, not once per case inside its own process.
+    validate_train_config(compose_user_config("train", args.overrides, "output_dir=unused"))
+    args.json.parent.mkdir(parents=True, exist_ok=True)  # an unwritable folder fails now
     on_gpu = torch.cuda.is_available()
     device = torch.device("cuda" if on_gpu else "cpu")
     cases = args.cases or (list(CASES) if on_gpu else CPU_CASES)

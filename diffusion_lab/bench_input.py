@@ -16,7 +16,6 @@ Prints a table (images/s, ms per batch, ratio to the baseline) and writes it as 
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -30,7 +29,14 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from diffusion_lab.cli import compose_config, write_json
+from diffusion_lab.cli import (
+    ArgumentParser,
+    compose_config,
+    compose_user_config,
+    report_user_errors,
+    write_json,
+)
+from diffusion_lab.config import validate_classify_config
 from diffusion_lab.data.tensors import InMemoryImages, already_batched, random_hflip, to_signed_unit
 
 BASELINE = "torchvision DataLoader + ToTensor"
@@ -135,8 +141,9 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+@report_user_errors
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the classify config")
     parser.add_argument("--images", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -149,6 +156,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--images, --batch-size, --epochs and --baseline-batches must be >= 1")
     if args.images < args.batch_size or args.step_batches < 1:
         parser.error("--images must be >= --batch-size and --step-batches >= 1")
+    overrides = ["model=mlp_seed", *args.overrides]
+    validate_classify_config(compose_user_config("classify", overrides, "output_dir=unused"))
+    args.json.parent.mkdir(parents=True, exist_ok=True)  # an unwritable folder fails now
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, 10, (args.images,), generator=generator)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import errno
 import functools
 import importlib.util
 import json
@@ -11,11 +13,11 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from hydra import compose, initialize_config_dir, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
+from hydra.errors import HydraException, InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -78,11 +80,25 @@ def compose_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
         return compose(name, list(overrides))
 
 
+def compose_user_config(name: str, overrides: Sequence[str], *fixed: str) -> DictConfig:
+    """compose_config for overrides typed on a non-Hydra command line (bench), plus `fixed`
+    ones: Hydra's refusal (unknown key or group option, bad syntax) becomes one user error."""
+    try:
+        return compose_config(name, [*overrides, *fixed])
+    except HydraException as err:
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        raise UserFacingError(f"overrides {' '.join(overrides)}: {message}") from None
+
+
 R = TypeVar("R")
 
 
 def remove_empty_run_dir() -> None:
-    """Delete the Hydra run folder (and sweep folder) of a job that stopped before writing."""
+    """Delete the Hydra run folder (and sweep folder) of a job that stopped before writing.
+
+    Parent folders Hydra made for it (outputs/train/DATE/) go too once empty, up to the
+    working directory.
+    """
     if not HydraConfig.initialized():
         return
     hydra_cfg = HydraConfig.get()
@@ -90,37 +106,70 @@ def remove_empty_run_dir() -> None:
     hydra_only = {hydra_cfg.output_subdir, f"{hydra_cfg.job.name}.log"}
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= hydra_only:
         shutil.rmtree(run_dir)
+        remove_empty_parents(run_dir)
     # A sweep that stops in its first job leaves nothing but Hydra's multirun.yaml behind.
     sweep_dir = Path(hydra_cfg.sweep.dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN and sweep_dir.is_dir()
     if multirun and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml"}:
         shutil.rmtree(sweep_dir)
+        remove_empty_parents(sweep_dir)
 
 
-def user_error_in(err: BaseException) -> UserFacingError | None:
-    """The UserFacingError behind `err`: itself, or what Hydra's instantiate wrapped."""
+def remove_empty_parents(folder: Path) -> None:
+    """Remove the empty folders above `folder` that lie inside the working directory."""
+    cwd = Path.cwd().resolve()
+    for parent in folder.resolve().parents:
+        if parent == cwd or cwd not in parent.parents or any(parent.iterdir()):
+            return
+        parent.rmdir()
+
+
+def user_error_in(err: BaseException) -> UserFacingError | OSError | None:
+    """The UserFacingError or OSError behind `err`: itself, or what Hydra's instantiate wrapped."""
     while isinstance(err, InstantiationException) and err.__cause__ is not None:
         err = err.__cause__
-    return err if isinstance(err, UserFacingError) else None
+    return err if isinstance(err, (UserFacingError, OSError)) else None
+
+
+# OS errors the user fixes (a read-only or full output folder, missing permissions), with what to
+# do; any other OSError is a bug and keeps its traceback.
+USER_OS_ERRORS = {
+    errno.EACCES: "no permission; choose a folder you can write to",
+    errno.EPERM: "no permission; choose a folder you can write to",
+    errno.EROFS: "read-only file system; choose a writable folder",
+    errno.ENOSPC: "no space left on the device; free space or choose another folder",
+    errno.EDQUOT: "disk quota exceeded; free space or choose another folder",
+}
+
+
+def os_error_line(err: OSError) -> str | None:
+    """`PATH: what went wrong and what to do` for a USER_OS_ERRORS error, else None."""
+    advice = USER_OS_ERRORS.get(err.errno)
+    if advice is None:
+        return None
+    path = err.filename if err.filename is not None else "(a file of this run)"
+    return f"{path}: {advice}"
 
 
 def report_user_errors(task: Callable[..., R]) -> Callable[..., R]:
     """Turn a UserFacingError into `error: <message>` on stderr and exit status 2, no traceback.
 
     Hydra wraps errors raised while instantiating (a datamodule checking its folder) in an
-    InstantiationException; those are unwrapped and reported the same way.
+    InstantiationException; those are unwrapped and reported the same way. OS errors the user
+    can fix (USER_OS_ERRORS) become one line naming the path.
     """
 
     @functools.wraps(task)
     def wrapper(*args: Any, **kwargs: Any) -> R:
         try:
             return task(*args, **kwargs)
-        except (UserFacingError, InstantiationException) as err:
-            user_error = user_error_in(err)
-            if user_error is None:
+        except (UserFacingError, InstantiationException, OSError) as err:
+            cause = user_error_in(err)
+            line = os_error_line(cause) if isinstance(cause, OSError) else cause
+            if line is None:
                 raise
             remove_empty_run_dir()
-            print(f"error: {user_error}", file=sys.stderr)
+            print(f"error: {line}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper
@@ -129,6 +178,13 @@ def report_user_errors(task: Callable[..., R]) -> Callable[..., R]:
 def print_summary(command: str, result: str, outputs: str | Path) -> None:
     """A command's last line: its key result and where its outputs are."""
     print(f"{command}: {result}; outputs in {outputs}", flush=True)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for the non-Hydra commands: a bad argument is a UserFacingError (one line)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserFacingError(f"{message} (see {self.prog} --help)")
 
 
 def write_json(data: dict[str, Any], path: str | Path) -> Path:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from lightning_fabric.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from diffusion_lab.cli import config_files
 from diffusion_lab.diffusion import BETA_SCHEDULES
+from diffusion_lab.diffusion.samplers import Variance, ddim_timesteps
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.nets import check_unet_geometry
 from diffusion_lab.nets.speed import COMPILE_MODES
@@ -121,8 +123,61 @@ def validate_training(cfg: DictConfig) -> None:
         "must lie in [0, 1)",
     )
     require(is_number(cfg.w) and cfg.w >= 0, "w", cfg.w, "must be a number >= 0")
-    if "ema" in cfg.get("callbacks", {}):
-        check_by_building(cfg.callbacks.ema, "callbacks.ema")
+    require_seed(cfg.seed)
+
+
+def require_seed(seed: Any) -> None:
+    require(is_int(seed) and seed >= 0, "seed", seed, "must be an integer >= 0")
+
+
+def validate_sampler(sampler: DictConfig, T: int) -> None:
+    """The sampler's settings against a schedule of T steps (the sampler runs only after
+    training, or after generate's manifest is written: too late to find them wrong)."""
+    if "variance" in sampler:
+        allowed = f"must be one of {get_args(Variance)}"
+        require(
+            sampler.variance in get_args(Variance), "sampler.variance", sampler.variance, allowed
+        )
+    eta = sampler.get("eta", 0)
+    require(is_number(eta) and eta >= 0, "sampler.eta", eta, "must be a number >= 0")
+    if "steps" not in sampler and "spacing" not in sampler:
+        return
+    steps = sampler.get("steps", T)
+    require(is_int(steps) and 1 <= steps <= T, "sampler.steps", steps, f"must be in [1, T={T}]")
+    try:
+        ddim_timesteps(T, steps, sampler.get("spacing", "uniform"))
+    except ValueError as err:
+        raise ConfigError(f"sampler.{err}") from None
+
+
+# What Lightning's Trainer accepts as `precision` (lightning_fabric's _PRECISION_INPUT).
+TRAINER_PRECISIONS = (
+    "32-true", "32", 32, "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "64", 64,
+    "bf16", "16", 16, None,
+)  # fmt: skip
+# A device count, -1 (all), auto, or indices as a list or a string such as "0,1".
+DEVICE_INDICES = re.compile(r"\d+(,\d+)*,?")
+
+
+def validate_trainer(cfg: DictConfig) -> None:
+    """Precision, devices and accelerator, which Lightning would refuse in several lines."""
+    trainer = cfg.trainer
+    precision = trainer.get("precision")
+    allowed = "must be 32-true, bf16-mixed, 16-mixed, bf16-true, 16-true or 64-true"
+    require(precision in TRAINER_PRECISIONS, "trainer.precision", precision, allowed)
+    devices = trainer.get("devices")
+    ok = devices in ("auto", -1) or (is_int(devices) and devices > 0)
+    ok = ok or (isinstance(devices, (list, ListConfig)) and len(devices) > 0)
+    ok = ok or (isinstance(devices, str) and DEVICE_INDICES.fullmatch(devices) is not None)
+    allowed = "must be a positive integer, -1 (all), auto or a list of device indices"
+    require(ok, "trainer.devices", devices, allowed)
+    validate_accelerator(cfg)
+
+
+def validate_callbacks(cfg: DictConfig) -> None:
+    """Build every callback once: their constructors check intervals, counts and rates."""
+    for name, node in cfg.get("callbacks", {}).items():
+        check_by_building(node, f"callbacks.{name}")
 
 
 PERF_SWITCHES = ("fused_optimizer", "tf32", "data_on_device")
@@ -156,18 +211,29 @@ def validate_accelerator(cfg: DictConfig) -> None:
     require_gpu_if_asked("trainer.accelerator", cfg.trainer.get("accelerator"), "use trainer=cpu")
 
 
+# Errors a constructor raises for a value it refuses (Lightning's own checks included).
+REFUSALS = (ValueError, TypeError, MisconfigurationException)
+# Our constructors' messages start with `name=value: `; they are prefixed with the node's key.
+OWN_MESSAGE = re.compile(r"^\w+=")
+
+
 def check_by_building(node: DictConfig, key: str) -> None:
     """Build `node` once to run its constructor's own checks, before any work starts.
 
     The constructors raise `ValueError("name=value: what is allowed")`; that becomes one line
-    naming the full key, e.g. `callbacks.ema.decay=1.0: must lie in (0, 1)`.
+    naming the full key, e.g. `callbacks.ema.decay=1.0: must lie in (0, 1)`. A library's own
+    refusal becomes `key: <its first line>`.
     """
     try:
         instantiate(node)
     except InstantiationException as err:
-        if isinstance(err.__cause__, ValueError):
-            raise ConfigError(f"{key}.{err.__cause__}") from None
-        raise
+        cause = err.__cause__
+        if not isinstance(cause, REFUSALS):
+            raise
+        message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        if OWN_MESSAGE.match(message):
+            raise ConfigError(f"{key}.{message}") from None
+        raise ConfigError(f"{key}: {message}") from None
 
 
 def validate_train_config(cfg: DictConfig) -> None:
@@ -175,8 +241,11 @@ def validate_train_config(cfg: DictConfig) -> None:
     validate_schedule(cfg)
     validate_image_size(cfg)
     validate_training(cfg)
+    validate_sampler(cfg.sampler, cfg.T)
     validate_perf(cfg)
-    validate_accelerator(cfg)
+    validate_trainer(cfg)
+    validate_callbacks(cfg)
+    check_by_building(cfg.model, "model")
 
 
 CLASSIFY_MODES = ("auto", "real", "augmented", "synthetic")
@@ -212,5 +281,7 @@ def validate_classify_config(cfg: DictConfig, swept_modes: tuple[str, ...] = ())
     require(is_number(smoothing) and 0 <= smoothing < 1, "label_smoothing", smoothing, "in [0, 1)")
     padding = cfg.crop_padding
     require(is_int(padding) and padding >= 0, "crop_padding", padding, "must be an integer >= 0")
+    require_seed(cfg.seed)
+    validate_trainer(cfg)
+    validate_callbacks(cfg)
     check_by_building(cfg.model, "model")
-    validate_accelerator(cfg)

@@ -7,18 +7,18 @@ writes only the missing files.
 
 from __future__ import annotations
 
-import argparse
+from argparse import Namespace
 from pathlib import Path
 
-from diffusion_lab.cli import print_summary, report_user_errors
+from diffusion_lab.cli import ArgumentParser, print_summary, report_user_errors
 from diffusion_lab.data.export import export_png
 from diffusion_lab.data.generated import read_generated_set
 from diffusion_lab.data.image_files import DEFAULT_THREADS
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> Namespace:
     """The command line: the set folder, the output folder and the writer threads."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m diffusion_lab.export_set",
         description="Write a generated set as PNG files that torchvision's ImageFolder reads.",
     )

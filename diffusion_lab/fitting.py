@@ -1,7 +1,7 @@
 """The fit sequence that `train` and `classify` share: build from the config, fit, record.
 
-Data is prepared on rank 0 before anything else is built, so missing or mismatched data
-stops the run before any output is written. Only rank 0 writes metrics.json and HParams.
+Data is prepared and set up on rank 0 before anything else is built, so missing or mismatched
+data stops the run before any output is written. Only rank 0 writes metrics.json and HParams.
 """
 
 from __future__ import annotations
@@ -133,6 +133,9 @@ def fit(cfg: DictConfig, datamodule_cfg: DictConfig, ckpt_path: str | None = Non
     datamodule = instantiate(datamodule_cfg)
     if rank_zero_only.rank == 0:
         datamodule.prepare_data()  # missing data fails here, before any output is written
+        # So do checks that need the loaded data (the batch size against the set): Lightning
+        # would set up the data only after its loggers have written their first files.
+        datamodule.setup("fit")
     pl.seed_everything(cfg.seed, workers=True)
     run_config = OmegaConf.to_container(cfg, resolve=True)
     # For generate and report: an image folder's class names come from its folders.

@@ -27,7 +27,9 @@ from diffusion_lab.config import (
     is_number,
     require,
     require_gpu_if_asked,
+    require_seed,
     validate_perf,
+    validate_sampler,
 )
 from diffusion_lab.data.export import export_png
 from diffusion_lab.data.generated import (
@@ -59,11 +61,9 @@ def validate_generate_config(cfg: DictConfig) -> None:
     require(cfg.ckpt is not None, "ckpt", None, "pass the checkpoint to sample from: ckpt=PATH")
     for key in ("per_class", "shard_size", "batch_size", "contact_sheet_columns"):
         require(is_int(cfg[key]) and cfg[key] > 0, key, cfg[key], "must be a positive integer")
-    require(is_int(cfg.seed) and cfg.seed >= 0, "seed", cfg.seed, "must be an integer >= 0")
+    require_seed(cfg.seed)
     require(is_number(cfg.w) and cfg.w >= 0, "w", cfg.w, "must be a number >= 0")
     require(cfg.export in EXPORTS, "export", cfg.export, "must be null or png")
-    eta = cfg.sampler.get("eta", 0)
-    require(is_number(eta) and eta >= 0, "sampler.eta", eta, "must be a number >= 0")
     validate_perf(cfg)
     require_gpu_if_asked("fabric.accelerator", cfg.fabric.accelerator, "use cpu or auto")
 
@@ -74,8 +74,7 @@ def sampler_settings(cfg: DictConfig, T: int) -> dict[str, Any]:
     target = sampler.pop("_target_")
     sampler.pop("_partial_", None)
     sampler.pop("w", None)  # recorded once, as the manifest's top-level w
-    steps = sampler.pop("steps", T)
-    require(is_int(steps) and 1 <= steps <= T, "sampler.steps", steps, f"must be in [1, T={T}]")
+    steps = sampler.pop("steps", T)  # checked by validate_sampler
     return {"name": target.rsplit(".", 1)[-1].removesuffix("_sample"), "steps": steps, **sampler}
 
 
@@ -214,6 +213,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     """Validate, load the checkpoint, make the missing shards, verify the set; returns metrics."""
     validate_generate_config(cfg)
     run = TrainedRun.load(cfg.ckpt)
+    validate_sampler(cfg.sampler, run.module.schedule.T)
     precision = cfg.fabric.precision or run.config.get("trainer", {}).get("precision", "32-true")
     # Sampling keeps float32 noise and math; only the network's forward may run in autocast.
     allowed = "must be 32-true, bf16-mixed or 16-mixed (null: the checkpoint's precision)"

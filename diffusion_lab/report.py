@@ -8,13 +8,13 @@ classifier sweep gets `report.md`, `per_class_accuracy.png`, `per_class_differen
 
 from __future__ import annotations
 
-import argparse
+from argparse import Namespace
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from diffusion_lab.cli import print_summary, report_user_errors
+from diffusion_lab.cli import ArgumentParser, print_summary, report_user_errors
 from diffusion_lab.config import require_gpu_if_asked
 from diffusion_lab.errors import UserFacingError
 from diffusion_lab.reporting import (
@@ -25,34 +25,40 @@ from diffusion_lab.reporting import (
 )
 
 
-def report_training(sweep_dir: Path, jobs: list[Path], args: argparse.Namespace) -> None:
+def report_training(sweep_dir: Path, jobs: list[Path], args: Namespace) -> None:
     """Sample every finished training job from the same noise; write grid, losses and table."""
     device = torch.device(args.device)
     report_training_sweep(sweep_dir, jobs, args.per_class, args.seed, device)
 
 
-def report_classify(sweep_dir: Path, jobs: list[Path], args: argparse.Namespace) -> None:
+def report_classify(sweep_dir: Path, jobs: list[Path], args: Namespace) -> None:
     """Mean ± std test accuracy per mode and per-class differences of a classifier sweep."""
     written = summarize_classify_sweep(sweep_dir)
     print("wrote " + ", ".join(str(p) for p in written))
 
 
 # One reporter per kind of sweep, keyed by the entry point that ran its jobs.
-REPORTERS: dict[str, Callable[[Path, list[Path], argparse.Namespace], None]] = {
+REPORTERS: dict[str, Callable[[Path, list[Path], Namespace], None]] = {
     "train": report_training,
     "classify": report_classify,
 }
 
 
-def report(args: argparse.Namespace) -> None:
+def report(args: Namespace) -> None:
     """Find the jobs of SWEEP_DIR, detect what ran them, and hand them to that reporter."""
+    try:
+        torch.device(args.device)
+    except RuntimeError:
+        raise UserFacingError(
+            f"--device={args.device!r}: not a torch device (e.g. cpu, cuda, cuda:1)"
+        ) from None
     sweep_dir = Path(args.sweep_dir)
     if not sweep_dir.is_dir():
         raise UserFacingError(f"{sweep_dir}: no such folder")
+    require_gpu_if_asked("--device", args.device, "use --device cpu")
     jobs = job_dirs(sweep_dir)
     if not jobs:
         raise UserFacingError(f"{sweep_dir}: no job folders (sub-folders with .hydra/) in it")
-    require_gpu_if_asked("--device", args.device, "use --device cpu")
     kinds = sorted({job_kind(j) for j in jobs})
     if len(kinds) > 1 or kinds[0] not in REPORTERS:
         raise UserFacingError(
@@ -62,8 +68,8 @@ def report(args: argparse.Namespace) -> None:
     print_summary("report", f"{len(jobs)} jobs of a {kinds[0]} sweep", sweep_dir)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None) -> Namespace:
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", help="a Hydra sweep folder, e.g. multirun/DATE/TIME")
     parser.add_argument("--per-class", type=int, default=1, help="samples per class and job")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shared noise")

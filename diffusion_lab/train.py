@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from diffusion_lab import fitting
 from diffusion_lab.cli import CONFIG_PATH, print_summary, report_user_errors
-from diffusion_lab.config import require, validate_train_config
+from diffusion_lab.config import validate_train_config
 from diffusion_lab.lit.callbacks import Throughput
+from diffusion_lab.lit.run import check_resumable
 from diffusion_lab.nets.speed import bf16_usable, resolve_switch, use_tf32
 
 # The study's key settings: in every run's HParams entry, whether set or not.
@@ -74,9 +75,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     cfg.perf.channels_last = resolve_switch(cfg.perf.channels_last, training_device(cfg))
     use_tf32(cfg.perf.tf32)
     if cfg.ckpt_path is not None:
-        require(
-            Path(cfg.ckpt_path).is_file(), "ckpt_path", cfg.ckpt_path, "no such checkpoint file"
-        )
+        # A text file or another model's checkpoint fails here, not inside trainer.fit.
+        check_resumable(cfg.ckpt_path, instantiate(cfg.module))
     fitted = fitting.fit(cfg, cfg.data, cfg.ckpt_path)
     metrics = final_metrics(fitted.trainer, fitted.wall_time_s)
     fitting.record(fitted, metrics, cfg.output_dir, KEY_PARAMS)

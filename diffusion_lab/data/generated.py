@@ -135,7 +135,28 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
             f"generated set {root}: format_version={manifest.get('format_version')!r}, "
             f"this version reads {FORMAT_VERSION}"
         )
+    check_schema(path, manifest)
     return manifest
+
+
+# What every reader relies on: positive counts and sizes, and per shard its index and checksum.
+COUNT_KEYS = ("num_classes", "per_class", "num_images", "img_size", "channels", "shard_size")
+SHARD_KEYS = {"index": int, "sha256": str}
+
+
+def check_schema(path: Path, manifest: dict[str, Any]) -> None:
+    """DataError naming the file and the key where a manifest lacks a key or has the wrong type."""
+    for key in COUNT_KEYS:
+        value = manifest.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise DataError(f"{path}: {key}={value!r}, expected a positive integer")
+    if not isinstance(manifest.get("shards"), list):
+        raise DataError(f"{path}: shards={manifest.get('shards')!r}, expected a list of shards")
+    for n, entry in enumerate(manifest["shards"]):
+        for key, kind in SHARD_KEYS.items():
+            value = entry.get(key) if isinstance(entry, dict) else None
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise DataError(f"{path}: shards[{n}].{key}={value!r}, expected {kind.__name__}")
 
 
 def write_shard(root: str | Path, spec: ShardSpec, images: Tensor, labels: Tensor) -> dict:

@@ -163,6 +163,8 @@ class ImageDataModule(BatchedDataModule):
                     f"training images left after data.val_size={self.val_size}"
                 )
             self.train_set, self.val_set = InMemoryImages(*train), InMemoryImages(*val)
+        if stage in ("fit", "validate"):
+            # Also on the trainer's own call when the data were set up before it existed.
             self._move_to_gpu(self.train_set, self.val_set)
         if stage == "test" and self.test_set is None:
             self.test_set = InMemoryImages(*self._load_checked(train=False))

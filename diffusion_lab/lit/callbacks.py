@@ -75,6 +75,9 @@ class SampleGrid(pl.Callback):
         per_class: int = 8,
         seed: int = 0,
     ) -> None:
+        for name, value in (("every_n_epochs", every_n_epochs), ("per_class", per_class)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name}={value!r}: must be a positive integer")
         self.sampler = sampler
         self.output_dir = Path(output_dir)
         self.every_n_epochs = every_n_epochs

@@ -46,38 +46,64 @@ class StoreRunConfig(pl.Callback):
         checkpoint[RUN_CONFIG_KEY] = self.config
 
 
+def read_checkpoint(path: str | Path, key: str, map_location: Any = "cpu") -> dict[str, Any]:
+    """A diffusion_lab training checkpoint, read; `key` (ckpt, ckpt_path) names it in errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserFacingError(f"{key}={path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception:  # torch.load raises many types (unpickling, zip, EOF) for a foreign file
+        raise UserFacingError(f"{key}={path}: not a PyTorch checkpoint file") from None
+    config = checkpoint.get(RUN_CONFIG_KEY) if isinstance(checkpoint, dict) else None
+    if not isinstance(config, dict) or "module" not in config or "state_dict" not in checkpoint:
+        raise UserFacingError(
+            f"{key}={path}: not a diffusion_lab training checkpoint (no stored run config)"
+        )
+    return checkpoint
+
+
+def load_weights(
+    module: pl.LightningModule, checkpoint: dict[str, Any], key: str, path: Any, builder: str
+) -> None:
+    """The checkpoint's weights into `module` (built by `builder`): one line where they do not
+    fit or hold NaN."""
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except Exception as err:  # a config from another version of the code, or edited weights
+        raise UserFacingError(
+            f"{key}={path}: its weights do not fit the model {builder} builds "
+            f"({type(err).__name__}); a checkpoint from an incompatible config or version"
+        ) from None
+    if not all_finite(list(module.state_dict().values())):
+        raise UserFacingError(
+            f"{key}={path}: its weights hold NaN or Inf values (a diverged run); "
+            "use a checkpoint written before the divergence"
+        )
+
+
 def load_ddpm(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[DDPMModule, dict[str, Any]]:
     """The module with the checkpoint's weights (EMA weights when EMA was on) and its run config."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserFacingError(f"ckpt={path}: no such checkpoint file")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception:  # torch.load raises many types (unpickling, zip, EOF) for a foreign file
-        raise UserFacingError(f"ckpt={path}: not a PyTorch checkpoint file") from None
-    config = checkpoint.get(RUN_CONFIG_KEY) if isinstance(checkpoint, dict) else None
-    if not isinstance(config, dict) or "module" not in config:
-        raise UserFacingError(
-            f"ckpt={path}: not a diffusion_lab training checkpoint (no stored run config)"
-        )
+    checkpoint = read_checkpoint(path, "ckpt", map_location)
+    config = checkpoint[RUN_CONFIG_KEY]
     try:
         module = instantiate(config["module"])
-        module.load_state_dict(checkpoint["state_dict"])
-    except Exception as err:  # a config from another version of the code, or edited weights
+    except Exception as err:  # a config from another version of the code
         raise UserFacingError(
-            f"ckpt={path}: its weights do not fit the model its stored config builds "
-            f"({type(err).__name__}); a checkpoint from an incompatible config or version"
+            f"ckpt={path}: its stored config does not build a model ({type(err).__name__}); "
+            "a checkpoint from an incompatible version"
         ) from None
     if not isinstance(module, DDPMModule):
         raise UserFacingError(f"ckpt={path}: holds a {type(module).__name__}, not a DDPM")
-    if not all_finite(list(module.state_dict().values())):
-        raise UserFacingError(
-            f"ckpt={path}: its weights hold NaN or Inf values (a diverged run); "
-            "use a checkpoint written before the divergence"
-        )
+    load_weights(module, checkpoint, "ckpt", path, "its stored config")
     return module.eval(), config
+
+
+def check_resumable(path: str | Path, module: pl.LightningModule) -> None:
+    """A checkpoint `train` can resume from: readable, ours, and fitting this config's `module`."""
+    load_weights(module, read_checkpoint(path, "ckpt_path"), "ckpt_path", path, "this config")
 
 
 @dataclass(frozen=True)

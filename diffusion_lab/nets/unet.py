@@ -85,7 +85,7 @@ class AttentionBlock(nn.Module):
     def __init__(self, channels: int, num_heads: int = 1) -> None:
         super().__init__()
         if channels % num_heads:
-            raise ValueError(f"channels={channels} not divisible by num_heads={num_heads}")
+            raise ValueError(f"num_heads={num_heads}: must divide the attention width {channels}")
         self.num_heads = num_heads
         self.norm = group_norm(channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
@@ -135,6 +135,7 @@ class UNet(nn.Module):
     ) -> None:
         super().__init__()
         check_unet_geometry(img_size, ch_mult)
+        check_unet_widths(ch, ch_mult, num_res_blocks, dropout, num_heads)
         self.num_classes = num_classes
         self.null_label = num_classes
         self.ch = ch
@@ -213,6 +214,23 @@ class Upsample(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def check_unet_widths(
+    ch: int, ch_mult: Sequence[int], num_res_blocks: int, dropout: float, num_heads: int
+) -> None:
+    """Raise ValueError(`name=value: what is allowed`) for a width, depth or rate no UNet has."""
+    for name, value in (("ch", ch), ("num_res_blocks", num_res_blocks), ("num_heads", num_heads)):
+        if not is_positive_int(value):
+            raise ValueError(f"{name}={value!r}: must be a positive integer")
+    if not all(is_positive_int(m) for m in ch_mult):
+        raise ValueError(f"ch_mult={list(ch_mult)!r}: must be positive integers")
+    if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+        raise ValueError(f"dropout={dropout!r}: must lie in [0, 1)")
 
 
 def check_unet_geometry(img_size: int, ch_mult: Sequence[int]) -> None:

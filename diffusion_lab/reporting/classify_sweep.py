@@ -61,20 +61,30 @@ class Job:
 def read_job(folder: Path) -> Job:
     """A job from its metrics.json (resolved mode, results), .hydra/ (data, overrides) and
     event files (validation per epoch)."""
-    metrics = json.loads((folder / "metrics.json").read_text())
-    config = OmegaConf.load(folder / ".hydra" / "config.yaml")
-    return Job(
-        name=folder.name,
-        mode=metrics["mode"],
-        seed=int(metrics["seed"]),
-        test_acc=float(metrics["test/acc"]),
-        per_class={k: float(v) for k, v in metrics["test/per_class_acc"].items()},
-        n_real=int(metrics["n_real"]),
-        n_generated=int(metrics["n_generated"]),
-        data=str(config.data._target_).rsplit(".", 1)[-1],
-        overrides=job_overrides(folder),
-        validation=validation_by_epoch(folder),
-    )
+    path = folder / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+        config = OmegaConf.load(folder / ".hydra" / "config.yaml")
+        return Job(
+            name=folder.name,
+            mode=metrics["mode"],
+            seed=int(metrics["seed"]),
+            test_acc=float(metrics["test/acc"]),
+            per_class={k: float(v) for k, v in metrics["test/per_class_acc"].items()},
+            n_real=int(metrics["n_real"]),
+            n_generated=int(metrics["n_generated"]),
+            data=str(config.data._target_).rsplit(".", 1)[-1],
+            overrides=job_overrides(folder),
+            validation=validation_by_epoch(folder),
+        )
+    except json.JSONDecodeError:
+        raise DataError(
+            f"{path}: not valid JSON (a job still writing, or a damaged file)"
+        ) from None
+    except (KeyError, TypeError, ValueError, AttributeError, FileNotFoundError) as err:
+        raise DataError(
+            f"{path}: not a finished classify job's metrics ({type(err).__name__}: {err})"
+        ) from None
 
 
 def read_jobs(sweep_dir: Path) -> list[Job]:

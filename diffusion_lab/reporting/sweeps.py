@@ -112,13 +112,13 @@ def metrics_table(labels: list[str], metrics: list[dict[str, float]]) -> str:
 def finished_jobs(sweep_dir: Path, jobs: list[Path]) -> list[Path]:
     """Jobs with metrics.json and a final checkpoint; a note on stderr for each other job."""
     done = [j for j in jobs if (j / "metrics.json").is_file() and (j / FINAL_CKPT).is_file()]
-    for job in sorted(set(jobs) - set(done)):
-        print(
-            f"note: skipping {job}: unfinished (no metrics.json or {FINAL_CKPT})", file=sys.stderr
-        )
     if not done:
         raise UserFacingError(
             f"{sweep_dir}: none of its {len(jobs)} job(s) has finished "
             f"(metrics.json and {FINAL_CKPT}); nothing to report"
+        )
+    for job in sorted(set(jobs) - set(done)):
+        print(
+            f"note: skipping {job}: unfinished (no metrics.json or {FINAL_CKPT})", file=sys.stderr
         )
     return done
