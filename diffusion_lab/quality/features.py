@@ -13,6 +13,7 @@ antialiasing, no rounding after the resize), and maps them to p / 128 - 1, clamp
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from pathlib import Path
 
 import torch
@@ -75,7 +76,10 @@ def load_feature_network(path: str | Path, input_size: int, dim: int) -> torch.j
     if not path.is_file():
         raise FeatureNetworkError("no such file")
     try:
-        network = torch.jit.load(str(path), map_location="cpu").eval()
+        with warnings.catch_warnings():
+            # torch deprecates TorchScript, but it is the format the reference weights ship in.
+            warnings.simplefilter("ignore", FutureWarning)
+            network = torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as err:  # torch raises RuntimeError, ValueError, zip errors for foreign files
         raise FeatureNetworkError(f"not a TorchScript archive ({type(err).__name__})") from None
     probe = torch.zeros(2, 3, input_size, input_size)
