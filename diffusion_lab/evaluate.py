@@ -181,12 +181,13 @@ def generated_images(cfg: DictConfig, device: torch.device) -> tuple[Any, dict[s
         )
         manifest = gen.manifest
         validate_sample_counts(manifest["per_class"], cfg.precision_recall.k)
-        sampler = manifest["sampler"]
+        # A set written by generate records its sampler; one written otherwise may not.
+        sampler = manifest.get("sampler") or {}
         protocol = {
             "source": f"set {Path(cfg.set)}",
-            "sampler": sampler["name"],
-            "steps": sampler["steps"],
-            "w": manifest["w"],
+            "sampler": sampler.get("name", "unknown"),
+            "steps": sampler.get("steps", "unknown"),
+            "w": manifest.get("w", "unknown"),
             "per_class": manifest["per_class"],
         }
         return (lambda: (gen.images, gen.labels)), protocol

@@ -88,18 +88,11 @@ def features_of(network: FeatureNetwork, images: Tensor, what: str) -> Tensor:
 
 
 def load_reference_images(cfg: DictConfig) -> tuple[Tensor, Tensor, list[str]]:
-    """The reference split of the configured data (train: before the validation carve), or
-    the first `reference.per_class` images of each of its classes; and the class names."""
+    """The reference split of the configured data (train: all of it, the validation images
+    included), or the first `reference.per_class` images of each class; and the class names."""
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
-    if cfg.reference.split == "test":
-        datamodule.setup("test")
-        parts = [datamodule.test_set]
-    else:
-        datamodule.setup("fit")
-        parts = [datamodule.train_set, datamodule.val_set]
-    images = torch.cat([part.images for part in parts])
-    labels = torch.cat([part.labels for part in parts])
+    images, labels = datamodule.load_split(train=cfg.reference.split == "train")
     if cfg.reference.per_class is not None:
         picked = first_per_class(labels, cfg.reference.per_class, cfg.data.num_classes, "reference")
         images, labels = images[picked], labels[picked]

@@ -61,8 +61,8 @@ def resize_like_tf(images: Tensor, size: int) -> Tensor:
     """Float images (N, C, H, W) resized to (size, size) as TF1's legacy bilinear resize does."""
     rows = tf_bilinear_matrix(images.shape[2], size).to(images.device)
     cols = tf_bilinear_matrix(images.shape[3], size).to(images.device)
-    # Separable: resize the rows, then the columns, as two matrix products.
-    return torch.einsum("ih,nchw,jw->ncij", rows, images, cols)
+    # Separable: resize the rows, then the columns, as two (batched) matrix products.
+    return rows @ images @ cols.T
 
 
 def to_network_range(pixels: Tensor) -> Tensor:
