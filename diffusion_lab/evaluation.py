@@ -98,7 +98,9 @@ def load_reference_images(cfg: DictConfig) -> tuple[Tensor, Tensor, list[str]]:
     datamodule.prepare_data()
     images, labels = datamodule.load_split(train=cfg.reference.split == "train")
     if cfg.reference.per_class is not None:
-        picked = first_per_class(labels, cfg.reference.per_class, cfg.data.num_classes, "reference")
+        per_class = cfg.reference.per_class
+        what = f"reference.per_class={per_class}"
+        picked = first_per_class(labels, per_class, cfg.data.num_classes, what)
         images, labels = images[picked], labels[picked]
     names = list(datamodule.class_names) or [str(k) for k in range(cfg.data.num_classes)]
     return images, labels, names

@@ -106,6 +106,7 @@ def test_a_set_of_real_images_scores_like_the_real_data(weights, tmp_path):
         (["sampler.steps=50"], r"sampler.steps=50: must be in \[1, T=20\]"),
         (["reference.split=val"], "reference.split='val': must be train or test"),
         (["kid.subset_size=1"], "kid.subset_size=1: must be an integer >= 2"),
+        (["reference.per_class=1000"], "reference.per_class=1000: class 0 has 1.. images"),
     ],
 )
 def test_bad_input_is_one_clear_error(ckpt, weights, tmp_path, overrides, message):
