@@ -96,7 +96,7 @@ def test_a_set_of_real_images_scores_like_the_real_data(weights, tmp_path):
         ([], "pass exactly one of ckpt=PATH"),
         (["per_class=1"], "per_class=1: must be an integer >= 2"),
         (["features.allow_grey=false"], "data.channels=1: grey images"),
-        (["features.dim=2048"], r"returns features of shape \(2, 16\) for 2 images, expected \(2, 2048\)"),
+        (["features.dim=2048"], r"shape \(2, 16\) for 2 images, expected \(2, 2048\)"),
         (
             ["features.weights=/nonexistent/w.pt"],
             "features.weights=/nonexistent/w.pt: no such file",
