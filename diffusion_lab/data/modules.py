@@ -152,6 +152,11 @@ class ImageDataModule(BatchedDataModule):
                 )
         return resize_uint8(images, self.img_size), labels
 
+    def load_split(self, train: bool) -> tuple[Tensor, Tensor]:
+        """A whole split in its own order (train: before the validation carve), checked and
+        resized: the reference images of `evaluate`."""
+        return self._load_checked(train)
+
     def setup(self, stage: str) -> None:
         """Build the train/val sets (fit, validate) or the held-out test set (test) once."""
         if stage in ("fit", "validate") and self.train_set is None:

