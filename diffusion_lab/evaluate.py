@@ -3,7 +3,9 @@
 Samples `per_class` images of every class from the checkpoint's EMA weights with the configured
 sampler (or reads a set written by `generate`), extracts Inception features of them and of the
 real reference split (cached once per data and weights), and writes FID, KID, per-class FID,
-precision/recall and the memorisation check to metrics.json and TensorBoard.
+precision/recall, the memorisation check and label fidelity (the accuracy of the reference
+classifier on the generated images, beside its accuracy on real test images) to metrics.json
+and TensorBoard.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from diffusion_lab.errors import ConfigError
 from diffusion_lab.evaluation import (
     Features,
     features_of,
+    fidelity_metrics,
     generated_images,
     load_features,
+    load_reference,
     load_reference_images,
     quality_metrics,
     reference_features,
@@ -140,6 +144,10 @@ def summary_line(metrics: dict[str, Any], protocol: dict[str, Any]) -> str:
     )
     if "quality/memorised_share" in metrics:
         line += f", memorised {metrics['quality/memorised_share']:.2%}"
+    if "quality/label_fidelity" in metrics:
+        line += f", label fidelity {metrics['quality/label_fidelity']:.2%}"
+        if "quality/label_fidelity_ceiling" in metrics:
+            line += f" (real test images: {metrics['quality/label_fidelity_ceiling']:.2%})"
     return (
         f"{line} ({protocol['num_generated']} samples, {protocol['sampler']} "
         f"{protocol['steps']} steps, w={protocol['w']}; vs {protocol['reference']})"
@@ -168,11 +176,14 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     make_generated, protocol = generated_images(cfg, device)
     network = load_features(cfg, device)
+    reference = load_reference(cfg)
     real_images, real_labels, names = load_reference_images(cfg)
     real = Features(reference_features(cfg, network, real_images, real_labels), real_labels)
     images, labels = make_generated()
     generated = Features(features_of(network, images, "generated"), labels)
     metrics, nearest = quality_metrics(cfg, real, generated, names)
+    if reference is not None:
+        metrics.update(fidelity_metrics(reference, images, labels, names, device))
     protocol.update(
         num_generated=len(labels),
         num_reference=len(real_labels),

@@ -20,6 +20,7 @@ from diffusion_lab.config import is_int, require
 from diffusion_lab.data.classification import first_per_class
 from diffusion_lab.data.generated import check_matches, read_generated_set
 from diffusion_lab.errors import ConfigError
+from diffusion_lab.lit.reference import ReferenceClassifier, load_reference_classifier
 from diffusion_lab.lit.run import TrainedRun
 from diffusion_lab.quality.features import (
     FeatureExtractor,
@@ -27,6 +28,7 @@ from diffusion_lab.quality.features import (
     default_weights,
     load_feature_network,
 )
+from diffusion_lab.quality.fidelity import label_fidelity
 from diffusion_lab.quality.frechet import frechet_distance, gaussian_stats
 from diffusion_lab.quality.kid import kernel_inception_distance
 from diffusion_lab.quality.memorisation import NearestTraining, nearest_training
@@ -281,3 +283,49 @@ def generated_images(cfg: DictConfig, device: torch.device) -> tuple[Any, dict[s
         return images, labels
 
     return make, protocol
+
+
+def load_reference(cfg: DictConfig) -> ReferenceClassifier | None:
+    """The reference classifier of label fidelity (None when off), checked against the data."""
+    if cfg.reference_classifier is None:
+        log.info(
+            "label fidelity: not measured (reference_classifier=null; the CIFAR-10 reference is "
+            "experiments/quality/reference_classifier/reference.ckpt)"
+        )
+        return None
+    reference = load_reference_classifier(cfg.reference_classifier, key="reference_classifier")
+    shape = torch.empty(0, cfg.data.channels, cfg.img_size, cfg.img_size)
+    reference.check_images(
+        shape, f"the data (img_size={cfg.img_size}, data.channels={cfg.data.channels})"
+    )
+    require(
+        reference.num_classes == cfg.data.num_classes,
+        "reference_classifier",
+        cfg.reference_classifier,
+        f"has {reference.num_classes} classes; the data has {cfg.data.num_classes}",
+    )
+    return reference
+
+
+def fidelity_metrics(
+    reference: ReferenceClassifier,
+    images: Tensor,
+    labels: Tensor,
+    names: Sequence[str],
+    device: torch.device,
+) -> dict[str, float]:
+    """`quality/label_fidelity` overall and per class, and the classifier's real test accuracy
+    (`quality/label_fidelity_ceiling`) where its run recorded one."""
+    overall, per_class = label_fidelity(
+        reference.net.to(device),
+        images,
+        labels,
+        reference.num_classes,
+        autocast_dtype=reference.autocast_dtype,
+    )
+    metrics = {"quality/label_fidelity": overall}
+    if reference.test_accuracy is not None:
+        metrics["quality/label_fidelity_ceiling"] = reference.test_accuracy
+    for name, value in zip(names, per_class.tolist(), strict=True):
+        metrics[f"quality/label_fidelity_class/{name}"] = value
+    return metrics

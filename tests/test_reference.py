@@ -15,12 +15,17 @@ from torch import Tensor, nn
 from diffusion_lab.classify import classify
 from diffusion_lab.cli import compose_config
 from diffusion_lab.data.cifar10 import load_cifar10
+from diffusion_lab.data.generated import write_generated_set
 from diffusion_lab.data.tensors import to_signed_unit
 from diffusion_lab.errors import UserFacingError
+from diffusion_lab.evaluate import evaluate
+from diffusion_lab.evaluation import load_reference
 from diffusion_lab.lit.reference import ReferenceClassifier, load_reference_classifier
 from diffusion_lab.lit.run import RUN_CONFIG_KEY
 from diffusion_lab.quality.fidelity import label_fidelity
 from tests.conftest import REPO_ROOT
+from tests.feature_standin import save_stand_in
+from tests.test_evaluate import DIGITS8, STAND_IN
 
 # The reference recipe shrunk to seconds: a two-stage CNN of width 8/16 on digits at 8x8, kept
 # in bf16 autocast so that the ceiling is reproduced under the precision it was tested with.
@@ -228,3 +233,51 @@ def test_committed_reference_reproduces_its_cifar10_test_accuracy(cifar10_root):
     recorded = [metrics["test/per_class_acc"][name] for name in reference.class_names]
     assert per_class.tolist() == pytest.approx(recorded, abs=2 / 1000)
     assert reference.test_accuracy > 0.75  # well above the MLP recipe's 71 %
+
+
+@pytest.mark.slow
+def test_evaluate_reports_label_fidelity_with_its_ceiling(reference_run, digits_test_set, tmp_path):
+    """Real test images as a 'generated' set (a set has equal classes: the first 29 of each):
+    evaluate's label fidelity is the reference's accuracy on them, per class too, and the
+    ceiling is the accuracy its run recorded on the whole test split."""
+    run, metrics, _ = reference_run
+    images, labels = digits_test_set
+    picked = torch.cat([(labels == k).nonzero().flatten()[:29] for k in range(10)])
+    images, labels = images[picked], labels[picked]
+    write_generated_set(tmp_path / "set", images, labels, shard_size=200, w=0)
+    reference = load_reference_classifier(run / "reference.ckpt")
+    overall, per_class = label_fidelity(
+        reference.net, images, labels, 10, autocast_dtype=reference.autocast_dtype
+    )
+    overrides = [
+        f"set={tmp_path / 'set'}",
+        f"reference_classifier={run / 'reference.ckpt'}",
+        f"features.weights={save_stand_in(tmp_path / 'standin.pt')}",
+        f"cache_dir={tmp_path / 'cache'}",
+        f"output_dir={tmp_path / 'evaluate'}",
+        *DIGITS8,
+        *STAND_IN,
+        "reference.per_class=20",
+    ]
+    quality = evaluate(compose_config("evaluate", overrides))
+    assert overall > 0.5  # the reference has learnt something: the check is not vacuous
+    assert quality["quality/label_fidelity"] == pytest.approx(overall)
+    assert quality["quality/label_fidelity_ceiling"] == pytest.approx(metrics["test/acc"])
+    for name, accuracy in zip(reference.class_names, per_class.tolist(), strict=True):
+        assert quality[f"quality/label_fidelity_class/{name}"] == pytest.approx(accuracy)
+
+
+def test_evaluate_refuses_a_reference_of_another_image_size(reference_run, tmp_path):
+    run, _, _ = reference_run
+    overrides = [
+        "ckpt=unused.ckpt",
+        f"reference_classifier={run / 'reference.ckpt'}",
+        "data=digits",
+        "img_size=16",
+        "features.allow_grey=true",
+    ]
+    with pytest.raises(
+        UserFacingError,
+        match=r"takes 1x8x8 images; the data \(img_size=16, data.channels=1\) has 1x16x16",
+    ):
+        load_reference(compose_config("evaluate", overrides))
