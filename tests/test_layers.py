@@ -84,6 +84,8 @@ def test_pure_torch_layers_import_torch_and_the_standard_library_only(layer):
         ("data", ("diffusion_lab.lit", "diffusion_lab.train", "hydra")),
         ("lit", (*ENTRY_POINTS, "diffusion_lab.fitting", "diffusion_lab.reporting")),
         ("reporting", (*ENTRY_POINTS, "diffusion_lab.fitting")),
+        # Metrics and their cache: torch, the standard library and atomic files, no Lightning.
+        ("quality", ("diffusion_lab.data", "diffusion_lab.lit", "pytorch_lightning", "hydra")),
     ],
 )
 def test_imports_point_down_only(layer, forbidden):
