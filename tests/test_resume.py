@@ -23,7 +23,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from diffusion_lab.cli import compose_config, resumed_run_dir
 from diffusion_lab.data import DigitsDataModule
 from diffusion_lab.fitting import checkpoint_step
-from diffusion_lab.lit.checkpoint import RunCheckpoint, capture_random_state, restore_random_state
+from diffusion_lab.lit.checkpoint import (
+    RunCheckpoint,
+    TrainingInterrupted,
+    capture_random_state,
+    restore_random_state,
+)
 from diffusion_lab.train import train
 from tests.conftest import REPO_ROOT, TINY_TRAIN_OVERRIDES
 
@@ -149,11 +154,15 @@ def test_sigkill_at_two_steps_then_resume_equals_the_uninterrupted_run(tmp_path,
     # One TensorBoard history in the one run folder: every step once, with the unbroken values.
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["run"]
     events, reference_events = scalar_events(run_dir), scalar_events(uninterrupted)
-    for tag in ("train/loss", "train/loss_epoch", "val/loss", "lr-AdamW"):
-        steps = [step for step, _ in events[tag]]
-        assert len(steps) == len(set(steps)), f"{tag} repeats a step: {steps}"
+    assert events.keys() == reference_events.keys()
+    for tag, points in events.items():
+        steps = [step for step, _ in points]
+        assert steps == [step for step, _ in reference_events[tag]], f"{tag}: steps {steps}"
+    for tag in ("train/loss", "val/loss", "lr-AdamW"):
         assert events[tag] == reference_events[tag], tag
     assert len(events["train/loss"]) == TOTAL_STEPS
+    # Lightning keeps no epoch aggregates in checkpoints: epoch 0's mean restarts at step 3.
+    assert events["train/loss_epoch"][1:] == reference_events["train/loss_epoch"][1:]
 
 
 @pytest.mark.slow
@@ -173,6 +182,32 @@ def test_sigint_saves_last_ckpt_and_exits_with_one_line(tmp_path, uninterrupted)
     resumed, reference = loss_history(last), loss_history(uninterrupted / "checkpoints/last.ckpt")
     assert resumed["train_losses"] == reference["train_losses"]
     assert resumed["val_losses"] == reference["val_losses"]
+
+
+class SignalAtStep(pl.Callback):
+    """Sends this process `signum` as optimizer step `step` + 1 starts."""
+
+    def __init__(self, step: int, signum: int) -> None:
+        self.step = step
+        self.signum = signum
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+def test_sigterm_finishes_the_step_saves_last_ckpt_and_stops(compose_train):
+    cfg = compose_train(
+        "+callbacks.signal._target_=tests.test_resume.SignalAtStep",
+        "+callbacks.signal.step=3",
+        f"+callbacks.signal.signum={int(signal.SIGTERM)}",
+    )
+    last = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(cfg)
+    assert str(stop.value) == f"SIGTERM at step 4: saved {last}; resume with ckpt_path={last}"
+    assert stop.value.exit_status == 128 + signal.SIGTERM
+    assert checkpoint_step(str(last)) == 4
 
 
 @pytest.mark.parametrize(
