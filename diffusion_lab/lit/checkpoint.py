@@ -156,6 +156,10 @@ class RunCheckpoint(ModelCheckpoint):
         """Write last.ckpt for the current step, unless this step is saved already."""
         if not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict) -> None:
+        # Every write of last.ckpt (also beside a kept checkpoint) restarts the time interval.
+        super()._save_last_checkpoint(trainer, monitor_candidates)
         self._last_saved_at = time.monotonic()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
