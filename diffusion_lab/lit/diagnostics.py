@@ -48,7 +48,7 @@ class ScheduleDiagnostics(pl.Callback):
             )
         fig = schedule_figure({"this run": (schedule.betas, schedule.alpha_bars)}, summary)
         save_figure(fig, self.path)
-        if trainer.global_step > 0:  # resumed: its run folder has them from the start of training
+        if trainer.ckpt_path is not None:  # resumed: the run folder has them from its start
             return
         for writer in tensorboard_writers(trainer):
             writer.add_figure("schedule", fig, global_step=0)
