@@ -114,7 +114,9 @@ class BatchedDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches; the last partial batch is dropped."""
-        shuffle = EpochShuffle(len(self.train_set or ()), torch.initial_seed())
+        if self.train_set is None:
+            raise RuntimeError("call setup('fit') before asking for the training dataloader")
+        shuffle = EpochShuffle(len(self.train_set), torch.initial_seed())
         if self._resume_at is not None:
             epoch, batches_done = self._resume_at
             world_size = self.trainer.world_size if self.trainer is not None else 1

@@ -69,9 +69,10 @@ class RunCheckpoint(ModelCheckpoint):
     Lightning's `train_time_interval` and `every_n_train_steps` would also decide the kept
     files and exclude `every_n_epochs`, so `last.ckpt` has its own triggers here: every
     `last_every_n_minutes` of training, every `last_every_n_steps` optimizer steps, at the end
-    of training, and after the step during which SIGINT (Ctrl-C) or SIGTERM arrived. A stop
-    then raises TrainingInterrupted naming the file; a second Ctrl-C stops at once, unsaved.
-    Every save is at the end of a step, the state from which a resume continues exactly.
+    of training, and after the step during which SIGINT (Ctrl-C) or SIGTERM arrived; training
+    then stops with TrainingInterrupted naming the file. A second Ctrl-C stops at once, unsaved.
+    Every save is at the end of a step (after the validation at an epoch's end), the state from
+    which a resume continues exactly.
     """
 
     def __init__(
@@ -87,21 +88,23 @@ class RunCheckpoint(ModelCheckpoint):
         self.last_every_n_minutes = last_every_n_minutes
         self.last_every_n_steps = last_every_n_steps
         self._last_saved_at = time.monotonic()
-        self._stop_signal: int | None = None
+        self._sigint_received = False
+        # The signal whose stop is due once the step saved for it has been logged.
+        self._stopping: int | None = None
         self._previous_sigint: Any = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         self._last_saved_at = time.monotonic()
-        self._stop_signal = None
+        self._sigint_received, self._stopping = False, None
         if threading.current_thread() is threading.main_thread():
             self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
-        if self._stop_signal is not None:  # the second Ctrl-C: stop now, without saving
+        if self._sigint_received:  # the second Ctrl-C: stop now, without saving
             self._restore_sigint()
             raise KeyboardInterrupt
-        self._stop_signal = signum
+        self._sigint_received = True
         print("\nCtrl-C: stopping after this step and saving last.ckpt", flush=True)
 
     def _restore_sigint(self) -> None:
@@ -128,18 +131,28 @@ class RunCheckpoint(ModelCheckpoint):
         self._save_or_stop(trainer)
 
     def _save_or_stop(self, trainer: pl.Trainer) -> None:
-        """Write last.ckpt when an interval has passed or a stop was asked for; then stop."""
+        """Write last.ckpt when an interval has passed or a stop was asked for."""
         signum = self._requested_stop(trainer)
         if signum is not None or self._last_due(trainer):
             self.write_last(trainer)
         if signum is not None:
-            name = signal.Signals(signum).name
+            self._stopping = signum
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        # The stop comes here, a step after its save, once that step's metrics are logged.
+        # (Lightning itself stops on SIGTERM there, and `fitting` reports it the same way.)
+        if self._stopping is not None:
+            name = signal.Signals(self._stopping).name
             message = stop_message(name, trainer.global_step, self.last_model_path)
-            raise TrainingInterrupted(message, signum)
+            raise TrainingInterrupted(message, self._stopping)
 
     def _requested_stop(self, trainer: pl.Trainer) -> int | None:
         """The signal that asked training to stop, agreed on by every process (None: go on)."""
-        signum = signal.SIGTERM if trainer.received_sigterm else self._stop_signal
+        signum = signal.SIGTERM if trainer.received_sigterm else None
+        if signum is None and self._sigint_received:
+            signum = signal.SIGINT
         if trainer.world_size > 1:  # every rank stops after the same step
             stop = trainer.strategy.reduce_boolean_decision(signum is not None, all=False)
             signum = (signum or signal.SIGINT) if stop else None
