@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -149,6 +150,8 @@ class BatchedDataModule(pl.LightningDataModule):
         epoch, done = state_dict["epoch"], state_dict["batches_done"]
         finished = done >= state_dict["batches_per_epoch"]
         self._resume_at = (epoch + 1, 0) if finished else (epoch, done)
+        # Lightning looks for the position on the loader only; here the datamodule carries it.
+        warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before")
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[Tensor, Tensor]:
         """Scale uint8 to [-1, 1] on the device; in training, flip and crop where configured."""
