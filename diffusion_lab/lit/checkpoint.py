@@ -9,7 +9,6 @@ import random
 import signal
 import threading
 import time
-import warnings
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -93,12 +92,6 @@ class RunCheckpoint(ModelCheckpoint):
         # The signal whose stop is due once the step saved for it has been logged.
         self._stopping: int | None = None
         self._previous_sigint: Any = None
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        with warnings.catch_warnings():
-            if trainer.ckpt_path is not None:  # a resumed run writes into its own checkpoints/
-                warnings.filterwarnings("ignore", "Checkpoint directory .* is not empty")
-            super().setup(trainer, pl_module, stage)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
