@@ -58,8 +58,19 @@ def job_folder_name(num: int | str, overrides: str = "") -> str:
     return UNSAFE_IN_NAMES.sub("_", name)[:JOB_NAME_MAX]
 
 
-# Registered on import, before @hydra.main composes `hydra.sweep.subdir` (conf/*.yaml).
+def resumed_run_dir(ckpt_path: str | None, new_dir: str) -> str:
+    """A resumed run's folder: the run holding `checkpoints/<ckpt_path>`; otherwise `new_dir`.
+
+    Continuing in that folder keeps one TensorBoard run, one loss curve and one checkpoints/.
+    """
+    if ckpt_path is not None and Path(ckpt_path).parent.name == "checkpoints":
+        return str(Path(ckpt_path).parent.parent)
+    return new_dir
+
+
+# Registered on import, before @hydra.main composes `hydra.run.dir`, `hydra.sweep.subdir`.
 OmegaConf.register_new_resolver("dl_job_name", job_folder_name, replace=True)
+OmegaConf.register_new_resolver("dl_run_dir", resumed_run_dir, replace=True)
 
 
 def config_files() -> Traversable:
@@ -154,6 +165,8 @@ def os_error_line(err: OSError) -> str | None:
 def report_user_errors(task: Callable[..., R]) -> Callable[..., R]:
     """Turn a UserFacingError into `error: <message>` on stderr and exit status 2, no traceback.
 
+    An error with an `exit_status` (an interrupted run: 128 + the signal) exits with that.
+
     Hydra wraps errors raised while instantiating (a datamodule checking its folder) in an
     InstantiationException; those are unwrapped and reported the same way. OS errors the user
     can fix (USER_OS_ERRORS) become one line naming the path.
@@ -170,7 +183,7 @@ def report_user_errors(task: Callable[..., R]) -> Callable[..., R]:
                 raise
             remove_empty_run_dir()
             print(f"error: {line}", file=sys.stderr)
-            sys.exit(2)
+            sys.exit(getattr(cause, "exit_status", 2))
 
     return wrapper
 

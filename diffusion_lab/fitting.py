@@ -13,24 +13,46 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from diffusion_lab.cli import config_files, write_json
+from diffusion_lab.lit.checkpoint import sigterm_stop
 from diffusion_lab.lit.run import StoreRunConfig
 from diffusion_lab.lit.tensorboard import RunTensorBoardLogger
 
 
-def build_trainer(cfg: DictConfig, run_config: dict[str, Any]) -> pl.Trainer:
+def build_logger(logger_cfg: DictConfig, resume_step: int | None) -> Logger:
+    """A configured logger; a TensorBoard one resuming at step k first hides its steps >= k.
+
+    The interrupted run may have logged steps after its checkpoint; the resumed run logs them
+    again, so without the purge TensorBoard would draw those steps twice.
+    """
+    if resume_step is not None and issubclass(get_class(logger_cfg._target_), TensorBoardLogger):
+        return instantiate(logger_cfg, purge_step=resume_step)
+    return instantiate(logger_cfg)
+
+
+def build_trainer(
+    cfg: DictConfig, run_config: dict[str, Any], resume_step: int | None = None
+) -> pl.Trainer:
     """The Trainer with the configured callbacks (in config order) and loggers."""
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [StoreRunConfig(run_config)]
-    loggers = [instantiate(c) for c in cfg.logger.values()]
+    loggers = [build_logger(c, resume_step) for c in cfg.logger.values()]
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+
+
+def checkpoint_step(ckpt_path: str) -> int:
+    """The optimizer step a checkpoint was saved at (its tensors are mapped, not read)."""
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    return int(checkpoint["global_step"])
 
 
 def lookup(config: dict[str, Any], dotted: str) -> Any:
@@ -141,9 +163,12 @@ def fit(cfg: DictConfig, datamodule_cfg: DictConfig, ckpt_path: str | None = Non
     # For generate and report: an image folder's class names come from its folders.
     run_config["class_names"] = list(getattr(datamodule, "class_names", ()))
     module = instantiate(cfg.module)
-    trainer = build_trainer(cfg, run_config)
+    trainer = build_trainer(cfg, run_config, checkpoint_step(ckpt_path) if ckpt_path else None)
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException as stop:  # raised by Lightning between steps or during validation
+        raise sigterm_stop(trainer) from stop
     return Fit(trainer, module, datamodule, run_config, time.perf_counter() - start)
 
 

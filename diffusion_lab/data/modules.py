@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from diffusion_lab.data.cifar10 import CIFAR10_CLASSES, ensure_cifar10, load_cifar10
 from diffusion_lab.data.digits import DIGIT_CLASSES, load_digits_split
@@ -28,11 +32,45 @@ def check_positive(key: str, value: int) -> None:
         raise DataError(f"{key}={value}: must be a positive integer")
 
 
+class EpochShuffle(Sampler[int]):
+    """A permutation of range(n) drawn from (seed, epoch) alone: a resumed run draws it again.
+
+    Lightning calls `set_epoch` at every epoch start (also through its distributed sampler,
+    which shards these indices). `resume_at` makes the next iteration skip the indices an
+    interrupted epoch already used.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.seed = seed
+        self.epoch = 0
+        self._skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def resume_at(self, epoch: int, skip: int) -> None:
+        """Start the next iteration at index `skip` of epoch `epoch`'s order."""
+        self.epoch, self._skip = epoch, skip
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        seed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(seed))
+        skip, self._skip = self._skip, 0
+        return iter(order[skip:].tolist())
+
+
 class BatchedDataModule(pl.LightningDataModule):
     """Serves in-memory uint8 splits as whole batches, scaled to [-1, 1] on the device.
 
     Subclasses fill `train_set`, `val_set` and `test_set` in `setup`. Training batches are
     flipped (with `random_flip`) and randomly cropped (with `crop_padding` > 0) on the device.
+    The training order is an EpochShuffle seeded with torch's initial seed (the run's `seed`
+    after `seed_everything`); where it stands goes into every checkpoint (`state_dict`), so a
+    run resumed mid-epoch trains on the batches the interrupted one had not reached yet.
     """
 
     def __init__(
@@ -52,33 +90,68 @@ class BatchedDataModule(pl.LightningDataModule):
         self.train_set: InMemoryImages | None = None
         self.val_set: InMemoryImages | None = None
         self.test_set: InMemoryImages | None = None
+        # (epoch, batches of it already trained on) from a checkpoint, for the next train loader.
+        self._resume_at: tuple[int, int] | None = None
 
-    def _loader(self, dataset: InMemoryImages | None, batch_size: int, train: bool) -> DataLoader:
+    def _loader(
+        self, dataset: InMemoryImages | None, batch_size: int, sampler: Sampler[int] | None = None
+    ) -> DataLoader:
         """A DataLoader that fetches whole batches by tensor indexing (no per-sample work)."""
         if dataset is None:
             raise RuntimeError("call setup() for this stage before asking for its dataloader")
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=train,
-            drop_last=train,
+            sampler=sampler,
+            drop_last=sampler is not None,
             collate_fn=already_batched,
             num_workers=self.num_workers,
             pin_memory=False,
             persistent_workers=self.num_workers > 0,
+            # Each iterator draws its workers' base seed from this generator: drawn from the
+            # global one, it would shift the training noise that a resume must reproduce.
+            generator=torch.Generator().manual_seed(0),
         )
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches; the last partial batch is dropped."""
-        return self._loader(self.train_set, self.batch_size, train=True)
+        if self.train_set is None:
+            raise RuntimeError("call setup('fit') before asking for the training dataloader")
+        shuffle = EpochShuffle(len(self.train_set), torch.initial_seed())
+        if self._resume_at is not None:
+            epoch, batches_done = self._resume_at
+            world_size = self.trainer.world_size if self.trainer is not None else 1
+            shuffle.resume_at(epoch, batches_done * self.batch_size * world_size)
+            self._resume_at = None
+        return self._loader(self.train_set, self.batch_size, shuffle)
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches in a fixed order."""
-        return self._loader(self.val_set, self.eval_batch_size, train=False)
+        return self._loader(self.val_set, self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
         """Held-out test batches in a fixed order."""
-        return self._loader(self.test_set, self.eval_batch_size, train=False)
+        return self._loader(self.test_set, self.eval_batch_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the training order stands: the epoch and how many of its batches were trained."""
+        if self.trainer is None:
+            return {}
+        return {
+            "epoch": self.trainer.current_epoch,
+            "batches_done": self.trainer.fit_loop.epoch_loop.batch_progress.current.processed,
+            "batches_per_epoch": self.trainer.num_training_batches,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue the training order where the checkpoint left it (the next epoch, if done)."""
+        if not state_dict:
+            return
+        epoch, done = state_dict["epoch"], state_dict["batches_done"]
+        finished = done >= state_dict["batches_per_epoch"]
+        self._resume_at = (epoch + 1, 0) if finished else (epoch, done)
+        # Lightning looks for the position on the loader only; here the datamodule carries it.
+        warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before")
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[Tensor, Tensor]:
         """Scale uint8 to [-1, 1] on the device; in training, flip and crop where configured."""

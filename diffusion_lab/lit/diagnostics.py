@@ -48,6 +48,8 @@ class ScheduleDiagnostics(pl.Callback):
             )
         fig = schedule_figure({"this run": (schedule.betas, schedule.alpha_bars)}, summary)
         save_figure(fig, self.path)
+        if trainer.ckpt_path is not None:  # resumed: the run folder has them from its start
+            return
         for writer in tensorboard_writers(trainer):
-            writer.add_figure("schedule", fig, global_step=trainer.global_step)
-            writer.add_scalar("schedule/alpha_bar_T", alpha_bar_T, global_step=trainer.global_step)
+            writer.add_figure("schedule", fig, global_step=0)
+            writer.add_scalar("schedule/alpha_bar_T", alpha_bar_T, global_step=0)
