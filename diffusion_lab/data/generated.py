@@ -143,8 +143,10 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
 def write_shard(root: str | Path, spec: ShardSpec, images: Tensor, labels: Tensor) -> dict:
     """Write one shard atomically; returns its manifest entry."""
     path = Path(root) / spec.file
-    with atomic_path(path) as tmp:
-        torch.save({"images": images.cpu().contiguous(), "labels": labels.cpu()}, tmp)
+    # Through a file object, so the zip records are not named after the per-process temporary
+    # and equal shards have equal bytes (and sha256) whichever process wrote them.
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        torch.save({"images": images.cpu().contiguous(), "labels": labels.cpu()}, f)
     return shard_entry(spec, labels, sha256_file(path))
 
 
