@@ -200,7 +200,7 @@ def human_bytes(n: int) -> str:
     """1536 -> '1.5 KiB'."""
     units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
     power = min(int(math.log(max(n, 1), 1024)), len(units) - 1)
-    return f"{n / 1024**power:.1f} {units[power]}"
+    return f"{n / 1024**power:.1f} {units[power]}" if power else f"{n} B"
 
 
 def check_free_space(root: Path, manifest: dict, export: str | None) -> None:
