@@ -1,4 +1,5 @@
-"""What every entry point shares: where the configs are and one-line reports of user errors."""
+"""What every entry point shares: where the configs are, one-line reports of user errors, and
+the record of the jobs of a sweep that failed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import re
 import shutil
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from hydra import compose, initialize_config_dir, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -82,7 +85,7 @@ R = TypeVar("R")
 
 
 def remove_empty_run_dir() -> None:
-    """Delete the Hydra run folder (and sweep folder) of a job that stopped before writing."""
+    """Delete the Hydra run folder of a run that stopped before writing."""
     if not HydraConfig.initialized():
         return
     hydra_cfg = HydraConfig.get()
@@ -90,11 +93,6 @@ def remove_empty_run_dir() -> None:
     hydra_only = {hydra_cfg.output_subdir, f"{hydra_cfg.job.name}.log"}
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= hydra_only:
         shutil.rmtree(run_dir)
-    # A sweep that stops in its first job leaves nothing but Hydra's multirun.yaml behind.
-    sweep_dir = Path(hydra_cfg.sweep.dir)
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN and sweep_dir.is_dir()
-    if multirun and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml"}:
-        shutil.rmtree(sweep_dir)
 
 
 def user_error_in(err: BaseException) -> UserFacingError | None:
@@ -104,19 +102,28 @@ def user_error_in(err: BaseException) -> UserFacingError | None:
     return err if isinstance(err, UserFacingError) else None
 
 
-def report_user_errors(task: Callable[..., R]) -> Callable[..., R]:
+def in_sweep_job() -> bool:
+    """Whether this is a job of a --multirun sweep."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def report_user_errors(task: Callable[..., R]) -> Callable[..., R | None]:
     """Turn a UserFacingError into `error: <message>` on stderr and exit status 2, no traceback.
 
     Hydra wraps errors raised while instantiating (a datamodule checking its folder) in an
-    InstantiationException; those are unwrapped and reported the same way.
+    InstantiationException; those are unwrapped and reported the same way. In a sweep job any
+    failure is recorded instead (`record_job_failure`) and the sweep goes on to its next job.
     """
 
     @functools.wraps(task)
-    def wrapper(*args: Any, **kwargs: Any) -> R:
+    def wrapper(*args: Any, **kwargs: Any) -> R | None:
         try:
             return task(*args, **kwargs)
-        except (UserFacingError, InstantiationException) as err:
+        except Exception as err:
             user_error = user_error_in(err)
+            if in_sweep_job():
+                record_job_failure(err, user_error)
+                return None
             if user_error is None:
                 raise
             remove_empty_run_dir()
@@ -124,6 +131,63 @@ def report_user_errors(task: Callable[..., R]) -> Callable[..., R]:
             sys.exit(2)
 
     return wrapper
+
+
+# A failed sweep job's folder holds this record; the sweep folder gets all of them at its end.
+JOB_FAILURE_FILE = "failure.json"
+SWEEP_FAILURES_FILE = "failures.json"
+
+
+def record_job_failure(err: Exception, user_error: UserFacingError | None) -> Path:
+    """Report a sweep job's failure on stderr (one line, or a traceback for a bug) and write
+    `failure.json` into its folder: folder name, overrides and the one-line error."""
+    if user_error is not None:
+        line = f"error: {user_error}"
+        print(line, file=sys.stderr)
+    else:
+        traceback.print_exception(err)
+        first = str(err).strip().splitlines()
+        line = f"{type(err).__name__}: {first[0]}" if first else type(err).__name__
+    hydra_cfg = HydraConfig.get()
+    job_dir = Path(hydra_cfg.runtime.output_dir)
+    record = {
+        "job": job_dir.name,
+        "overrides": list(hydra_cfg.overrides.task),
+        "error": line,
+        "user_error": user_error is not None,
+    }
+    return write_json(record, job_dir / JOB_FAILURE_FILE)
+
+
+def job_failures(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The failure records of a sweep's jobs, in folder order."""
+    records = []
+    for path in sorted(Path(sweep_dir).glob(f"*/{JOB_FAILURE_FILE}")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            records.append({"job": path.parent.name, "overrides": [], "error": "unreadable record"})
+    return records
+
+
+class SweepFailures(Callback):
+    """Hydra callback (conf/*.yaml, hydra.callbacks): after a sweep whose jobs failed, write
+    failures.json into the sweep folder and name the failed jobs in one line; exit status 2
+    when every failure was bad input (a UserFacingError), else 1."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        failures = job_failures(sweep_dir)
+        if not failures:
+            return
+        jobs = sum(1 for p in sweep_dir.iterdir() if (p / ".hydra").is_dir())
+        path = write_json({"jobs": jobs, "failed": failures}, sweep_dir / SWEEP_FAILURES_FILE)
+        names = ", ".join(f["job"] for f in failures)
+        print(
+            f"error: {len(failures)} of {jobs} sweep jobs failed ({names}); see {path}",
+            file=sys.stderr,
+        )
+        sys.exit(2 if all(f.get("user_error") for f in failures) else 1)
 
 
 def write_json(data: dict[str, Any], path: str | Path) -> Path:

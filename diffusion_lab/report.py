@@ -2,7 +2,9 @@
 
 A training sweep gets `report_grid.png`, `report_loss.png` and `report.md` (see
 `diffusion_lab.reporting.training_sweep`); a classifier sweep gets `report.md` and
-`per_class_accuracy.png` (see `diffusion_lab.reporting.classify_sweep`).
+`per_class_accuracy.png` (see `diffusion_lab.reporting.classify_sweep`). Jobs that failed (their
+`failure.json`, see `diffusion_lab.cli.record_job_failure`) are listed, left out of the figures
+and tables, and named at the end of report.md.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from diffusion_lab.cli import report_user_errors
+from diffusion_lab.cli import job_failures, report_user_errors
 from diffusion_lab.config import require_gpu_if_asked
 from diffusion_lab.errors import UserFacingError
+from diffusion_lab.files import atomic_path
 from diffusion_lab.reporting import (
     job_dirs,
     job_kind,
@@ -43,8 +46,23 @@ REPORTERS: dict[str, Callable[[Path, list[Path], argparse.Namespace], None]] = {
 }
 
 
+def failure_line(failure: dict) -> str:
+    """One failed job: folder, overrides and its one-line error."""
+    overrides = " ".join(failure.get("overrides", [])) or "(defaults)"
+    return f"failed: {failure['job']} ({overrides}): {failure['error']}"
+
+
+def append_failures(report_md: Path, failures: list[dict]) -> None:
+    """End report.md with a list of the sweep's failed jobs."""
+    lines = [f"- `{failure_line(f).removeprefix('failed: ')}`" for f in failures]
+    text = report_md.read_text() if report_md.is_file() else ""
+    with atomic_path(report_md) as tmp:
+        tmp.write_text(f"{text}\n## Failed jobs ({len(failures)})\n\n" + "\n".join(lines) + "\n")
+
+
 def report(args: argparse.Namespace) -> None:
-    """Find the jobs of SWEEP_DIR, detect what ran them, and hand them to that reporter."""
+    """Find the jobs of SWEEP_DIR, list the failed ones, detect what ran the others, and hand
+    them to that reporter."""
     sweep_dir = Path(args.sweep_dir)
     if not sweep_dir.is_dir():
         raise UserFacingError(f"{sweep_dir}: no such folder")
@@ -52,12 +70,21 @@ def report(args: argparse.Namespace) -> None:
     if not jobs:
         raise UserFacingError(f"{sweep_dir}: no job folders (sub-folders with .hydra/) in it")
     require_gpu_if_asked("--device", args.device, "use --device cpu")
+    failures = job_failures(sweep_dir)
+    for failure in failures:
+        print(failure_line(failure))
+    failed = {failure["job"] for failure in failures}
+    jobs = [job for job in jobs if job.name not in failed]
+    if not jobs:
+        raise UserFacingError(f"{sweep_dir}: all {len(failed)} job(s) failed; nothing to report")
     kinds = sorted({job_kind(j) for j in jobs})
     if len(kinds) > 1 or kinds[0] not in REPORTERS:
         raise UserFacingError(
             f"{sweep_dir}: jobs of {', '.join(kinds)}; a report exists for {', '.join(REPORTERS)}"
         )
     REPORTERS[kinds[0]](sweep_dir, jobs, args)
+    if failures:
+        append_failures(sweep_dir / "report.md", failures)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
