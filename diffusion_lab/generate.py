@@ -183,17 +183,20 @@ def existing_ancestor(path: Path) -> Path:
 
 
 def estimated_bytes(root: Path, manifest: dict, export: str | None) -> int:
-    """Disk space the shards not yet in `root` (and the PNG export) will take, about."""
+    """Disk space the set (and its PNG export) will take beyond its shards already in `root`,
+    about; arithmetic and one folder listing, so a set of millions of shards costs nothing."""
     image_bytes = manifest["channels"] * manifest["img_size"] ** 2
-    todo = [spec for spec in layout_of(manifest) if not (root / spec.file).exists()]
+    shards = -(-manifest["num_images"] // manifest["shard_size"])
     # int64 labels beside the uint8 pixels.
-    needed = sum(spec.count * (image_bytes + 8) + SHARD_OVERHEAD_BYTES for spec in todo)
+    needed = manifest["num_images"] * (image_bytes + 8) + shards * SHARD_OVERHEAD_BYTES
+    if root.is_dir():
+        needed -= sum(path.stat().st_size for path in root.glob("shard_*.pt"))
     if export == "png":
         # Every small file takes at least one filesystem block.
         block = os.statvfs(existing_ancestor(root)).f_bsize
         png_blocks = -(-(image_bytes + PNG_OVERHEAD_BYTES) // block)
         needed += manifest["num_images"] * png_blocks * block
-    return needed
+    return max(needed, 0)
 
 
 def human_bytes(n: int) -> str:
