@@ -59,6 +59,12 @@ def job_folder_name(num: int | str, overrides: str = "") -> str:
     return UNSAFE_IN_NAMES.sub("_", name)[:JOB_NAME_MAX]
 
 
+def job_number(job: Path) -> tuple[int, str]:
+    """Sort key of a job folder: its leading number (`12_beta_T=0.01`, or `12` before names)."""
+    number = job.name.split("_", 1)[0]
+    return (int(number), job.name) if number.isdigit() else (sys.maxsize, job.name)
+
+
 # Registered on import, before @hydra.main composes `hydra.sweep.subdir` (conf/*.yaml).
 OmegaConf.register_new_resolver("dl_job_name", job_folder_name, replace=True)
 
@@ -160,9 +166,10 @@ def record_job_failure(err: Exception, user_error: UserFacingError | None) -> Pa
 
 
 def job_failures(sweep_dir: Path) -> list[dict[str, Any]]:
-    """The failure records of a sweep's jobs, in folder order."""
+    """The failure records of a sweep's jobs, in job-number order."""
     records = []
-    for path in sorted(Path(sweep_dir).glob(f"*/{JOB_FAILURE_FILE}")):
+    jobs = sorted((p.parent for p in Path(sweep_dir).glob(f"*/{JOB_FAILURE_FILE}")), key=job_number)
+    for path in (job / JOB_FAILURE_FILE for job in jobs):
         try:
             records.append(json.loads(path.read_text()))
         except (OSError, ValueError):
