@@ -219,12 +219,12 @@ def test_temporaries_of_dead_writers_go_on_the_next_write(tmp_path):
 # The kill lands while the checkpoint writer is half-way through the new file.
 KILLED_WRITER = """
 import sys, time
-from pathlib import Path
 import torch
 from diffusion_lab.lit.checkpoint import AtomicCheckpointIO
 
-def half_then_hang(obj, path):
-    Path(path).write_bytes(b"PK\\x03\\x04 half a checkpoint")
+def half_then_hang(obj, f):
+    f.write(b"PK\\x03\\x04 half a checkpoint")
+    f.flush()
     print("writing", flush=True)
     time.sleep(120)
 
@@ -240,11 +240,12 @@ def test_kill_during_a_checkpoint_write_keeps_the_old_one_and_the_next_run_clean
     writer = subprocess.Popen(
         [sys.executable, "-c", KILLED_WRITER, str(ckpt)],
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env=PYTHON_ENV,
     )
     try:
-        assert writer.stdout.readline().strip() == "writing"
+        assert writer.stdout.readline().strip() == "writing", writer.communicate()[1]
     finally:
         writer.send_signal(signal.SIGKILL)
         writer.wait()
