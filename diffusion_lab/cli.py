@@ -144,17 +144,24 @@ JOB_FAILURE_FILE = "failure.json"
 SWEEP_FAILURES_FILE = "failures.json"
 
 
+# (sweep folder, error line) already printed: the jobs of a sweep that share a bad input (a
+# preset run without a key it needs) print its line once, not once per job.
+_printed_errors: set[tuple[str, str]] = set()
+
+
 def record_job_failure(err: Exception, user_error: UserFacingError | None) -> Path:
     """Report a sweep job's failure on stderr (one line, or a traceback for a bug) and write
     `failure.json` into its folder: folder name, overrides and the one-line error."""
+    hydra_cfg = HydraConfig.get()
     if user_error is not None:
         line = f"error: {user_error}"
-        print(line, file=sys.stderr)
+        if (hydra_cfg.sweep.dir, line) not in _printed_errors:
+            print(line, file=sys.stderr)
+            _printed_errors.add((hydra_cfg.sweep.dir, line))
     else:
         traceback.print_exception(err)
         first = str(err).strip().splitlines()
         line = f"{type(err).__name__}: {first[0]}" if first else type(err).__name__
-    hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
     record = {
         "job": job_dir.name,
@@ -189,11 +196,9 @@ class SweepFailures(Callback):
             return
         jobs = sum(1 for p in sweep_dir.iterdir() if (p / ".hydra").is_dir())
         path = write_json({"jobs": jobs, "failed": failures}, sweep_dir / SWEEP_FAILURES_FILE)
-        names = ", ".join(f["job"] for f in failures)
-        print(
-            f"error: {len(failures)} of {jobs} sweep jobs failed ({names}); see {path}",
-            file=sys.stderr,
-        )
+        names = "" if len(failures) == jobs else f" ({', '.join(f['job'] for f in failures)})"
+        summary = f"error: {len(failures)} of {jobs} sweep jobs failed{names}; see {path}"
+        print(summary, file=sys.stderr)
         sys.exit(2 if all(f.get("user_error") for f in failures) else 1)
 
 

@@ -78,7 +78,7 @@ def test_sweep_over_an_ignored_key_stops_before_training_in_one_line(tmp_path):
         f"error: beta_T={value}: schedule=cosine " + IGNORED.format(key="beta_T")
         for value in ("0.01", "0.02")
     ]
-    assert lines[2].startswith("error: 2 of 2 sweep jobs failed")
+    assert lines[2] == f"error: 2 of 2 sweep jobs failed; see {sweep / 'failures.json'}"
     failed = json.loads((sweep / "failures.json").read_text())["failed"]
     assert [f["job"] for f in failed] == [p.name for p in job_dirs(sweep)]
     assert not [p for p in sweep.rglob("*") if p.name.startswith("events.out")]

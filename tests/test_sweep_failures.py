@@ -69,7 +69,7 @@ def test_a_user_error_in_a_sweep_job_is_recorded_and_the_sweep_ends_with_2(sweep
     summary = json.loads((Path(sweep) / SWEEP_FAILURES_FILE).read_text())
     assert summary == {"jobs": 1, "failed": [record]}
     assert capsys.readouterr().err == (
-        f"error: 1 of 1 sweep jobs failed (0_lr=x); see {sweep}/{SWEEP_FAILURES_FILE}\n"
+        f"error: 1 of 1 sweep jobs failed; see {sweep}/{SWEEP_FAILURES_FILE}\n"
     )
 
 
