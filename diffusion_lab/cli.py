@@ -1,4 +1,5 @@
-"""What every entry point shares: where the configs are and one-line reports of user errors."""
+"""What every entry point shares: where the configs are, one-line reports of user errors, and
+the record of the jobs of a sweep that failed."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import re
 import shutil
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from hydra import compose, initialize_config_dir, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, InstantiationException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -68,6 +71,12 @@ def resumed_run_dir(ckpt_path: str | None, new_dir: str) -> str:
     return new_dir
 
 
+def job_number(job: Path) -> tuple[int, str]:
+    """Sort key of a job folder: its leading number (`12_beta_T=0.01`, or `12` before names)."""
+    number = job.name.split("_", 1)[0]
+    return (int(number), job.name) if number.isdigit() else (sys.maxsize, job.name)
+
+
 # Registered on import, before @hydra.main composes `hydra.run.dir`, `hydra.sweep.subdir`.
 OmegaConf.register_new_resolver("dl_job_name", job_folder_name, replace=True)
 OmegaConf.register_new_resolver("dl_run_dir", resumed_run_dir, replace=True)
@@ -105,10 +114,10 @@ R = TypeVar("R")
 
 
 def remove_empty_run_dir() -> None:
-    """Delete the Hydra run folder (and sweep folder) of a job that stopped before writing.
+    """Delete the Hydra run folder of a run that stopped before writing, and the parent folders
+    Hydra made for it (outputs/train/DATE/) once empty, up to the working directory.
 
-    Parent folders Hydra made for it (outputs/train/DATE/) go too once empty, up to the
-    working directory.
+    A sweep job's folder stays: it holds the job's failure record (`record_job_failure`).
     """
     if not HydraConfig.initialized():
         return
@@ -117,13 +126,6 @@ def remove_empty_run_dir() -> None:
     hydra_only = {hydra_cfg.output_subdir, f"{hydra_cfg.job.name}.log"}
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= hydra_only:
         shutil.rmtree(run_dir)
-        remove_empty_parents(run_dir)
-    # A sweep that stops in its first job leaves nothing but Hydra's multirun.yaml behind.
-    sweep_dir = Path(hydra_cfg.sweep.dir)
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN and sweep_dir.is_dir()
-    if multirun and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml"}:
-        shutil.rmtree(sweep_dir)
-        remove_empty_parents(sweep_dir)
 
 
 def remove_empty_parents(folder: Path) -> None:
@@ -162,23 +164,33 @@ def os_error_line(err: OSError) -> str | None:
     return f"{path}: {advice}"
 
 
-def report_user_errors(task: Callable[..., R]) -> Callable[..., R]:
+def in_sweep_job() -> bool:
+    """Whether this is a job of a --multirun sweep."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def report_user_errors(task: Callable[..., R]) -> Callable[..., R | None]:
     """Turn a UserFacingError into `error: <message>` on stderr and exit status 2, no traceback.
 
     An error with an `exit_status` (an interrupted run: 128 + the signal) exits with that.
 
     Hydra wraps errors raised while instantiating (a datamodule checking its folder) in an
     InstantiationException; those are unwrapped and reported the same way. OS errors the user
-    can fix (USER_OS_ERRORS) become one line naming the path.
+    can fix (USER_OS_ERRORS) become one line naming the path. In a sweep job any failure but an
+    interruption (SIGINT, SIGTERM) is recorded instead (`record_job_failure`) and the sweep goes
+    on to its next job.
     """
 
     @functools.wraps(task)
-    def wrapper(*args: Any, **kwargs: Any) -> R:
+    def wrapper(*args: Any, **kwargs: Any) -> R | None:
         try:
             return task(*args, **kwargs)
-        except (UserFacingError, InstantiationException, OSError) as err:
+        except Exception as err:
             cause = user_error_in(err)
             line = os_error_line(cause) if isinstance(cause, OSError) else cause
+            if in_sweep_job() and not hasattr(cause, "exit_status"):
+                record_job_failure(err, line)
+                return None
             if line is None:
                 raise
             remove_empty_run_dir()
@@ -198,6 +210,69 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UserFacingError(f"{message} (see {self.prog} --help)")
+
+
+# A failed sweep job's folder holds this record; the sweep folder gets all of them at its end.
+JOB_FAILURE_FILE = "failure.json"
+SWEEP_FAILURES_FILE = "failures.json"
+
+
+# (sweep folder, error line) already printed: the jobs of a sweep that share a bad input (a
+# preset run without a key it needs) print its line once, not once per job.
+_printed_errors: set[tuple[str, str]] = set()
+
+
+def record_job_failure(err: Exception, user_error: UserFacingError | str | None) -> Path:
+    """Report a sweep job's failure on stderr (one line, or a traceback for a bug) and write
+    `failure.json` into its folder: folder name, overrides and the one-line error."""
+    hydra_cfg = HydraConfig.get()
+    if user_error is not None:
+        line = f"error: {user_error}"
+        if (hydra_cfg.sweep.dir, line) not in _printed_errors:
+            print(line, file=sys.stderr)
+            _printed_errors.add((hydra_cfg.sweep.dir, line))
+    else:
+        traceback.print_exception(err)
+        first = str(err).strip().splitlines()
+        line = f"{type(err).__name__}: {first[0]}" if first else type(err).__name__
+    job_dir = Path(hydra_cfg.runtime.output_dir)
+    record = {
+        "job": job_dir.name,
+        "overrides": list(hydra_cfg.overrides.task),
+        "error": line,
+        "user_error": user_error is not None,
+    }
+    return write_json(record, job_dir / JOB_FAILURE_FILE)
+
+
+def job_failures(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The failure records of a sweep's jobs, in job-number order."""
+    records = []
+    jobs = sorted((p.parent for p in Path(sweep_dir).glob(f"*/{JOB_FAILURE_FILE}")), key=job_number)
+    for path in (job / JOB_FAILURE_FILE for job in jobs):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            records.append({"job": path.parent.name, "overrides": [], "error": "unreadable record"})
+    return records
+
+
+class SweepFailures(Callback):
+    """Hydra callback (conf/*.yaml, hydra.callbacks): after a sweep whose jobs failed, write
+    failures.json into the sweep folder and name the failed jobs in one line; exit status 2
+    when every failure was bad input (a UserFacingError), else 1."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        failures = job_failures(sweep_dir)
+        if not failures:
+            return
+        jobs = sum(1 for p in sweep_dir.iterdir() if (p / ".hydra").is_dir())
+        path = write_json({"jobs": jobs, "failed": failures}, sweep_dir / SWEEP_FAILURES_FILE)
+        names = "" if len(failures) == jobs else f" ({', '.join(f['job'] for f in failures)})"
+        summary = f"error: {len(failures)} of {jobs} sweep jobs failed{names}; see {path}"
+        print(summary, file=sys.stderr)
+        sys.exit(2 if all(f.get("user_error") for f in failures) else 1)
 
 
 def write_json(data: dict[str, Any], path: str | Path) -> Path:

@@ -6,11 +6,19 @@ shard k is made by rank k % world_size, so the set does not depend on the number
 Every rank writes its own shards atomically; rank 0 owns the manifest: it records its own
 shards as they finish and, after a barrier, every verified shard. A killed run leaves finished
 shards and a manifest; rerunning with the same out= adopts them and makes only the rest.
+Before anything is written, every setting is checked and the set's size is compared with the
+free disk space; rank 0 then holds a lock on out= (`.lock`, holding its pid) until the set is
+verified, so a second run on the same folder is refused with one line.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+import shutil
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +41,7 @@ from diffusion_lab.config import (
 )
 from diffusion_lab.data.export import export_png
 from diffusion_lab.data.generated import (
+    LOCK_NAME,
     GeneratedSet,
     ShardSpec,
     finished_shards,
@@ -45,15 +54,21 @@ from diffusion_lab.data.generated import (
     write_manifest,
     write_shard,
 )
-from diffusion_lab.errors import DataError
+from diffusion_lab.errors import DataError, UserFacingError
+from diffusion_lab.files import folder_lock
 from diffusion_lab.lit.run import NonFiniteSamples, TrainedRun
 from diffusion_lab.nets.speed import use_tf32
 from diffusion_lab.plotting import class_grid, class_grid_figure, save_figure
 from diffusion_lab.progress import images_per_step, progress_bar
 
+log = logging.getLogger(__name__)
 MIXED_OR_FULL = ("32-true", "32", "bf16-mixed", "16-mixed")
 # export=png also writes the set as <out>/png/<kk>_<class>/<iiiii>.png (data/export.py).
 EXPORTS = (None, "png")
+# What a shard file holds besides its pixels: torch.save's zip records and the pickle.
+SHARD_OVERHEAD_BYTES = 4096
+# A PNG's signature, header and end chunks; noisy pixels barely compress, so the data is ~raw.
+PNG_OVERHEAD_BYTES = 128
 
 
 def validate_generate_config(cfg: DictConfig) -> None:
@@ -162,13 +177,61 @@ def make_my_shards(
     return total, clock.images_per_s()
 
 
-def open_set(fabric: Fabric, root: Path, wanted: dict) -> dict:
-    """Rank 0 creates or resumes the set; every rank gets its manifest (or the same error)."""
+def existing_ancestor(path: Path) -> Path:
+    """`path` or the nearest of its parents that exists (where its files would go)."""
+    return next(p for p in (path, *path.parents) if p.exists())
+
+
+def estimated_bytes(root: Path, manifest: dict, export: str | None) -> int:
+    """Disk space the set (and its PNG export) will take beyond its shards already in `root`,
+    about; arithmetic and one folder listing, so a set of millions of shards costs nothing."""
+    image_bytes = manifest["channels"] * manifest["img_size"] ** 2
+    shards = -(-manifest["num_images"] // manifest["shard_size"])
+    # int64 labels beside the uint8 pixels.
+    needed = manifest["num_images"] * (image_bytes + 8) + shards * SHARD_OVERHEAD_BYTES
+    if root.is_dir():
+        needed -= sum(path.stat().st_size for path in root.glob("shard_*.pt"))
+    if export == "png":
+        # Every small file takes at least one filesystem block.
+        block = os.statvfs(existing_ancestor(root)).f_bsize
+        png_blocks = -(-(image_bytes + PNG_OVERHEAD_BYTES) // block)
+        needed += manifest["num_images"] * png_blocks * block
+    return max(needed, 0)
+
+
+def human_bytes(n: int) -> str:
+    """1536 -> '1.5 KiB'."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    power = min(int(math.log(max(n, 1), 1024)), len(units) - 1)
+    return f"{n / 1024**power:.1f} {units[power]}" if power else f"{n} B"
+
+
+def check_free_space(root: Path, manifest: dict, export: str | None) -> None:
+    """DataError, before anything is written, when the set would not fit on out='s disk."""
+    needed = estimated_bytes(root, manifest, export)
+    free = shutil.disk_usage(existing_ancestor(root)).free
+    if needed > free:
+        raise DataError(
+            f"out={root}: the set needs about {human_bytes(needed)} "
+            f"({manifest['num_images']} images of {manifest['channels']}x{manifest['img_size']}"
+            f"x{manifest['img_size']}) but only {human_bytes(free)} is free there; lower "
+            f"per_class or pass an out= on a larger disk"
+        )
+    log.info("the set needs about %s; %s free", human_bytes(needed), human_bytes(free))
+
+
+def open_set(fabric: Fabric, root: Path, wanted: dict, export: str | None, held: ExitStack) -> dict:
+    """Rank 0 checks the disk, takes the folder's lock (held until `held` closes) and creates or
+    resumes the set; every rank gets its manifest (or the same error)."""
     manifest, error = None, None
     if fabric.is_global_zero:
         try:
+            if root.exists() and not root.is_dir():
+                raise DataError(f"out={root}: is a file, not a folder")
+            check_free_space(root, wanted, export)
+            held.enter_context(folder_lock(root, "out", LOCK_NAME))
             manifest = open_for_writing(root, wanted)
-        except DataError as err:
+        except UserFacingError as err:
             error = str(err)
     # Broadcast the refusal too, so no rank waits forever at the next collective.
     manifest, error = fabric.broadcast((manifest, error), src=0)
@@ -224,20 +287,27 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     fabric.launch()
     # Under torchrun every rank composes its own run folder name: use rank 0's.
     root = Path(fabric.broadcast(str(Path(cfg.out).absolute()), src=0))
-    manifest = open_set(fabric, root, wanted)
-    perf = cfg.perf
-    run.to(fabric.device).use_fast_paths(perf.compile, perf.compile_mode, perf.channels_last)
-    start = time.perf_counter()
-    made, steady = make_my_shards(fabric, run, instantiate(cfg.sampler), manifest, root)
-    made = int(fabric.all_reduce(torch.tensor(made, device=fabric.device), reduce_op="sum"))
-    wall_time_s = time.perf_counter() - start
-    fabric.barrier()
-    metrics = {"images_made": made, "wall_time_s": wall_time_s, "images_per_s": made / wall_time_s}
-    if steady is not None:
-        # Rank 0's rate after its first shard, times the ranks: the rate of a long run.
-        metrics["steady_images_per_s"] = steady * fabric.world_size
-    if fabric.is_global_zero:
-        finish_set(cfg, root, manifest, metrics)
+    # Every check passes before the set folder or its manifest is touched.
+    sampler = instantiate(cfg.sampler)
+    with ExitStack() as held:
+        manifest = open_set(fabric, root, wanted, cfg.export, held)
+        perf = cfg.perf
+        run.to(fabric.device).use_fast_paths(perf.compile, perf.compile_mode, perf.channels_last)
+        start = time.perf_counter()
+        made, steady = make_my_shards(fabric, run, sampler, manifest, root)
+        made = int(fabric.all_reduce(torch.tensor(made, device=fabric.device), reduce_op="sum"))
+        wall_time_s = time.perf_counter() - start
+        fabric.barrier()
+        metrics = {
+            "images_made": made,
+            "wall_time_s": wall_time_s,
+            "images_per_s": made / wall_time_s,
+        }
+        if steady is not None:
+            # Rank 0's rate after its first shard, times the ranks: the rate of a long run.
+            metrics["steady_images_per_s"] = steady * fabric.world_size
+        if fabric.is_global_zero:
+            finish_set(cfg, root, manifest, metrics)
     return metrics
 
 

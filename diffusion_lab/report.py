@@ -3,7 +3,9 @@
 A training sweep gets `report_grid.png`, `report_loss.png`, `report_quality.png` (where jobs
 have `quality/*` metrics) and `report.md` (see `diffusion_lab.reporting.training_sweep`); a
 classifier sweep gets `report.md`, `per_class_accuracy.png`, `per_class_difference.png` and
-`validation_curves.png` (see `diffusion_lab.reporting.classify_sweep`).
+`validation_curves.png` (see `diffusion_lab.reporting.classify_sweep`). Jobs that failed (their
+`failure.json`, see `diffusion_lab.cli.record_job_failure`) are listed, left out of the figures
+and tables, and named at the end of report.md.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-from diffusion_lab.cli import ArgumentParser, print_summary, report_user_errors
+from diffusion_lab.cli import ArgumentParser, job_failures, print_summary, report_user_errors
 from diffusion_lab.config import require_gpu_if_asked
 from diffusion_lab.errors import UserFacingError
+from diffusion_lab.files import atomic_path
 from diffusion_lab.reporting import (
     job_dirs,
     job_kind,
@@ -44,8 +47,23 @@ REPORTERS: dict[str, Callable[[Path, list[Path], Namespace], None]] = {
 }
 
 
+def failure_line(failure: dict) -> str:
+    """One failed job: folder, overrides and its one-line error."""
+    overrides = " ".join(failure.get("overrides", [])) or "(defaults)"
+    return f"failed: {failure['job']} ({overrides}): {failure['error']}"
+
+
+def append_failures(report_md: Path, failures: list[dict]) -> None:
+    """End report.md with a list of the sweep's failed jobs."""
+    lines = [f"- `{failure_line(f).removeprefix('failed: ')}`" for f in failures]
+    text = report_md.read_text() if report_md.is_file() else ""
+    with atomic_path(report_md) as tmp:
+        tmp.write_text(f"{text}\n## Failed jobs ({len(failures)})\n\n" + "\n".join(lines) + "\n")
+
+
 def report(args: Namespace) -> None:
-    """Find the jobs of SWEEP_DIR, detect what ran them, and hand them to that reporter."""
+    """Find the jobs of SWEEP_DIR, list the failed ones, detect what ran the others, and hand
+    them to that reporter."""
     try:
         torch.device(args.device)
     except RuntimeError:
@@ -59,12 +77,21 @@ def report(args: Namespace) -> None:
     jobs = job_dirs(sweep_dir)
     if not jobs:
         raise UserFacingError(f"{sweep_dir}: no job folders (sub-folders with .hydra/) in it")
+    failures = job_failures(sweep_dir)
+    for failure in failures:
+        print(failure_line(failure))
+    failed = {failure["job"] for failure in failures}
+    jobs = [job for job in jobs if job.name not in failed]
+    if not jobs:
+        raise UserFacingError(f"{sweep_dir}: all {len(failed)} job(s) failed; nothing to report")
     kinds = sorted({job_kind(j) for j in jobs})
     if len(kinds) > 1 or kinds[0] not in REPORTERS:
         raise UserFacingError(
             f"{sweep_dir}: jobs of {', '.join(kinds)}; a report exists for {', '.join(REPORTERS)}"
         )
     REPORTERS[kinds[0]](sweep_dir, jobs, args)
+    if failures:
+        append_failures(sweep_dir / "report.md", failures)
     print_summary("report", f"{len(jobs)} jobs of a {kinds[0]} sweep", sweep_dir)
 
 

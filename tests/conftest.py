@@ -15,6 +15,14 @@ TINY_TRAIN_PER_BATCH = 4
 TINY_TEST_SIZE = 3
 
 
+@pytest.fixture(scope="session", autouse=True)
+def checksum_cache(tmp_path_factory) -> Path:
+    """Tests (and the commands they start) keep their checksum cache out of the user's."""
+    folder = tmp_path_factory.mktemp("checksum_cache")
+    os.environ["DIFFUSION_LAB_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def cifar10_root() -> Path:
     """The real CIFAR-10 copy: $CIFAR10_ROOT or ../shared/data/cifar10; CI fails without it."""

@@ -151,11 +151,15 @@ def test_classify_command_runs_on_the_digits(tmp_path):
     assert "MLP" in (run_dir / ".hydra" / "config.yaml").read_text()
 
 
-def test_augmentation_experiment_without_a_set_stops_before_the_first_job(tmp_path):
+def test_augmentation_experiment_without_a_set_fails_each_job_before_training(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_classify("experiment=part2_augmentation", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert result.returncode == 2
+    # A line several jobs share is printed once, then the sweep's summary.
     assert result.stderr.strip().splitlines() == [
-        "error: synthetic=None: mode=augmented needs a generated set: synthetic=PATH"
+        "error: synthetic=None: mode=augmented needs a generated set: synthetic=PATH",
+        "error: synthetic=None: mode=synthetic needs a generated set: synthetic=PATH",
+        f"error: 9 of 9 sweep jobs failed; see {sweep / 'failures.json'}",
     ]
-    assert not sweep.exists()
+    failed = json.loads((sweep / "failures.json").read_text())["failed"]
+    assert len(failed) == 9 and not list(sweep.glob("*/metrics.json"))

@@ -19,6 +19,7 @@ from diffusion_lab.data.export import EXPORT_RECORD, class_folder, export_png
 from diffusion_lab.data.generated import read_generated_set, write_generated_set
 from diffusion_lab.data.image_files import decode_files, flatten, scan_classes
 from diffusion_lab.errors import DataError
+from diffusion_lab.files import HOST
 from tests.conftest import REPO_ROOT
 from tests.test_classify import compose_classify
 
@@ -73,7 +74,11 @@ def test_an_interrupted_export_resumes_and_other_folders_are_refused(tmp_path):
     out = tmp_path / "png"
     export_png(gen, out, tmp_path / "set")
     (out / "01_dog" / "00002.png").unlink()
-    (out / "01_dog" / ".00002.png.tmp").write_bytes(b"half a file")  # left by a kill
+    (out / "01_dog" / ".00002.png.tmp").write_bytes(b"half a file")  # an older version's
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = out / "00_cat" / f".00001.png.{HOST}.{dead.pid}.0123abcd.tmp"  # left by a kill
+    killed.write_bytes(b"half a file")
     assert export_png(gen, out, tmp_path / "set") == 1
     assert not list(out.glob("*/.*.tmp")) and len(ImageFolder(str(out))) == 12
     other = read_generated_set(rgb_set(tmp_path / "other", seed=1))

@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import time
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +33,7 @@ from tests.conftest import REPO_ROOT, TINY_TRAIN_OVERRIDES
 SIZES = ["per_class=3", "shard_size=4"]
 DDIM5 = ["sampler=ddim", "sampler.steps=5"]
 SMALL = [*SIZES, *DDIM5]
+Usage = namedtuple("Usage", "free")
 
 
 def save_tiny_checkpoint(
@@ -239,6 +243,37 @@ def test_non_finite_samples_are_refused_before_their_shard_is_written(ckpt, tmp_
     assert not list((tmp_path / "set").glob("shard_*"))
 
 
+def test_a_run_that_failed_before_its_first_shard_does_not_block_the_corrected_one(
+    ckpt, tmp_path, monkeypatch
+):
+    with monkeypatch.context() as patch:
+        patch.setattr(diffusion, "ddim_sample", lambda net, schedule, x_T, *a, **k: x_T * torch.nan)
+        with pytest.raises(NonFiniteSamples):
+            generate(compose_generate(ckpt, tmp_path / "set"))
+    # The corrected run changes a setting of the set's identity, and is still accepted.
+    generate(compose_generate(ckpt, tmp_path / "set", "w=0"))
+    assert read_generated_set(tmp_path / "set").manifest["w"] == 0
+
+
+def test_a_set_larger_than_the_free_disk_is_refused_before_anything_is_written(
+    ckpt, tmp_path, monkeypatch
+):
+    out = tmp_path / "new" / "set"
+    # 30 images of 1x8x8 with int64 labels in one shard (+4 KiB): 6256 bytes, 1000 free.
+    monkeypatch.setattr(generate_module.shutil, "disk_usage", lambda path: Usage(free=1000))
+    message = f"out={out}: the set needs about 6.1 KiB (30 images of 1x8x8) but only 1000 B is free"
+    with pytest.raises(DataError, match=re.escape(message)):
+        generate(compose_generate(ckpt, out, "per_class=3", "shard_size=30"))
+    assert not (tmp_path / "new").exists()
+    monkeypatch.undo()
+    # The real disk: one image per class more than fits (72 bytes an image).
+    per_class = shutil.disk_usage(tmp_path).free // (10 * 72) + 1
+    huge = [f"per_class={per_class}", f"shard_size={per_class}", "batch_size=100"]
+    with pytest.raises(DataError, match=r"the set needs about .* but only .* is free there"):
+        generate(compose_generate(ckpt, out, *huge))
+    assert not (tmp_path / "new").exists()
+
+
 def test_missing_ckpt_key_is_reported(tmp_path):
     cfg = compose_config("generate", [f"output_dir={tmp_path}"])
     with pytest.raises(UserFacingError, match="ckpt=None: pass the checkpoint to sample from"):
@@ -331,3 +366,54 @@ def test_corrupt_shard_is_refused_on_resume_and_on_read(ckpt, tmp_path):
     for attempt in (lambda: generate(compose_generate(ckpt, out)), lambda: read_generated_set(out)):
         with pytest.raises(DataError, match=re.escape("shard_00003.pt does not match its sha256")):
             attempt()
+
+
+# generate's real entry point, each shard held back until the file argv[1] exists, so that a
+# second run surely starts while this one writes.
+HELD_GENERATE = """
+import sys, time
+from pathlib import Path
+import diffusion_lab.generate as g
+
+go = Path(sys.argv.pop(1))
+make_shard = g.make_shard
+
+def held(*args, **kwargs):
+    while not go.exists():
+        time.sleep(0.05)
+    return make_shard(*args, **kwargs)
+
+g.make_shard = held
+g.main()
+"""
+
+
+@pytest.mark.slow
+def test_second_generate_on_one_folder_gets_one_line_and_the_first_finishes(ckpt, tmp_path):
+    out, go = tmp_path / "set", tmp_path / "go"
+    settings = [f"ckpt={ckpt}", *SMALL, f"out={out}"]
+    first = subprocess.Popen(
+        [sys.executable, "-c", HELD_GENERATE, str(go), *settings, f"hydra.run.dir={tmp_path}/1"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while not (out / ".lock").exists():
+            assert first.poll() is None, first.communicate()[1][-3000:]
+            time.sleep(0.1)
+        second = generate_command(*settings, f"hydra.run.dir={tmp_path}/2")
+        assert second.returncode == 2
+        assert second.stderr.strip().splitlines() == [
+            f"error: out={out}: another process (pid {first.pid}) is writing into it; wait for "
+            "it to finish or pass another folder"
+        ], second.stderr
+        assert not (tmp_path / "2").exists()
+        go.touch()
+        _, stderr = first.communicate(timeout=300)
+    finally:
+        first.kill()
+    assert first.returncode == 0, stderr[-3000:]
+    assert len(read_generated_set(out).labels) == 30
+    assert not (out / ".lock").exists()

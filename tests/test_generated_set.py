@@ -172,9 +172,17 @@ def test_open_for_writing_creates_then_resumes_adopting_unlisted_shards(tmp_path
     assert not list(root.glob(".*.tmp"))
 
 
+def write_first_shard(root) -> None:
+    """Shard 0 of the wanted_manifest() layout, recorded in the manifest."""
+    manifest = open_for_writing(root, wanted_manifest())
+    spec = shard_layout(3, 5, 4)[0]
+    manifest["shards"].append(write_shard(root, spec, random_set()[0][:4], spec.labels(5)))
+    write_manifest(root, manifest)
+
+
 def test_open_for_writing_refuses_other_settings_and_changes_nothing(tmp_path):
-    open_for_writing(tmp_path, wanted_manifest())
-    before = (tmp_path / MANIFEST_NAME).read_bytes()
+    write_first_shard(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     with pytest.raises(
         DataError,
         match=re.escape(
@@ -187,7 +195,22 @@ def test_open_for_writing_refuses_other_settings_and_changes_nothing(tmp_path):
         DataError, match="holds a set made with per_class=5, this run has per_class=6"
     ):
         open_for_writing(tmp_path, wanted_manifest(per_class=6))
-    assert (tmp_path / MANIFEST_NAME).read_bytes() == before
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_manifest_without_shards_is_replaced_by_the_corrected_run(tmp_path):
+    # A run that failed (or was killed) before its first shard made nothing worth keeping.
+    open_for_writing(tmp_path, wanted_manifest(seed=0))
+    (tmp_path / ".lock").write_text("12345\n")  # a dead holder's lock is no file of the set
+    manifest = open_for_writing(tmp_path, wanted_manifest(seed=1))
+    assert manifest["seed"] == 1 and read_manifest(tmp_path)["seed"] == 1
+
+
+def test_a_folder_of_writer_leftovers_only_is_accepted(tmp_path):
+    (tmp_path / ".lock").write_text("12345\n")
+    (tmp_path / ".shard_00000.pt.host.12345.0123abcd.tmp").write_bytes(b"half")
+    open_for_writing(tmp_path, wanted_manifest())
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", MANIFEST_NAME]
 
 
 def test_open_for_writing_refuses_a_folder_of_other_files(tmp_path):

@@ -32,7 +32,13 @@ def test_digits_batches_and_unet_follow_img_size(compose_train, img_size):
 
 def test_cifar10_is_resized_from_32(compose_train, tiny_cifar_dir):
     folder, images, _ = tiny_cifar_dir
-    cfg = compose_train("data=cifar10", f"data.root={folder}", "data.val_size=4", "img_size=16")
+    cfg = compose_train(
+        "data=cifar10",
+        f"data.root={folder}",
+        "data.verify_checksums=false",
+        "data.val_size=4",
+        "img_size=16",
+    )
     data = instantiate(cfg.data)
     data.setup("fit")
     stored = torch.cat([data.train_set.images, data.val_set.images])

@@ -202,6 +202,27 @@ def test_quality_metrics_become_table_columns_and_a_figure(tmp_path, compose_tra
     assert [ax.get_ylabel() for ax in figure.axes[1:]] == ["quality/kid", "quality/precision"]
 
 
+def test_failed_jobs_are_listed_and_left_out(fake_sweep, capsys):
+    record = {"job": "3", "overrides": ["beta_T=0.03"], "error": "error: beta_T=0.03: bad"}
+    (fake_sweep / "3" / "failure.json").write_text(json.dumps(record))
+    report.main([str(fake_sweep)])
+    out, err = capsys.readouterr()
+    assert "failed: 3 (beta_T=0.03): error: beta_T=0.03: bad" in out.splitlines()
+    assert "skipping" not in err  # a failed job is not reported as merely unfinished
+    text = (fake_sweep / "report.md").read_text()
+    assert text.endswith("## Failed jobs (1)\n\n- `3 (beta_T=0.03): error: beta_T=0.03: bad`\n")
+    assert "| `beta_T=0.01 img_size=8` |" in text
+
+
+def test_a_sweep_whose_jobs_all_failed_is_one_line_after_the_list(tmp_path, compose_train):
+    write_job(tmp_path / "0", compose_train(), ["lr=x"], finished=False)
+    record = {"job": "0", "overrides": ["lr=x"], "error": "error: lr='x': must be a number"}
+    (tmp_path / "0" / "failure.json").write_text(json.dumps(record))
+    result = run_report(str(tmp_path))
+    assert result.stdout.splitlines() == ["failed: 0 (lr=x): error: lr='x': must be a number"]
+    assert one_error_line(result) == f"error: {tmp_path}: all 1 job(s) failed; nothing to report"
+
+
 def test_row_labels_keep_only_what_differs():
     assert row_labels([["a=1", "b=2"], ["a=1", "b=3"]]) == ["b=2", "b=3"]
     assert row_labels([["a=1"]]) == ["a=1"]

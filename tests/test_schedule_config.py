@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from diffusion_lab.config import schedule_name, used_schedule_keys, validate_train_config
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.lit.diagnostics import ScheduleDiagnostics
+from diffusion_lab.reporting import job_dirs
 from tests.test_commands import run_train
 
 IGNORED = "does not use {key}; drop the override (every job of a sweep would be identical)"
@@ -69,10 +71,17 @@ def test_sweep_over_an_ignored_key_stops_before_training_in_one_line(tmp_path):
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
     )
+    # Each job stops before training with its one line, the sweep goes on, and ends with 2.
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert lines == ["error: beta_T=0.01: schedule=cosine " + IGNORED.format(key="beta_T")]
-    assert not sweep.exists()  # nothing but Hydra's multirun.yaml was written: removed
+    assert lines[:2] == [
+        f"error: beta_T={value}: schedule=cosine " + IGNORED.format(key="beta_T")
+        for value in ("0.01", "0.02")
+    ]
+    assert lines[2] == f"error: 2 of 2 sweep jobs failed; see {sweep / 'failures.json'}"
+    failed = json.loads((sweep / "failures.json").read_text())["failed"]
+    assert [f["job"] for f in failed] == [p.name for p in job_dirs(sweep)]
+    assert not [p for p in sweep.rglob("*") if p.name.startswith("events.out")]
 
 
 @pytest.mark.parametrize(("beta_T", "warns"), [(0.028, False), (0.01, True)])

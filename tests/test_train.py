@@ -199,8 +199,8 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     target = tmp_path / "last.ckpt"
     io.save_checkpoint({"step": 1}, target)
 
-    def crash_midway(obj, path):
-        Path(path).write_bytes(b"half a checkpoint")
+    def crash_midway(obj, f):
+        f.write(b"half a checkpoint")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", crash_midway)

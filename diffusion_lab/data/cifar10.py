@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import shutil
+from collections.abc import Mapping
 from http.client import HTTPException
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from torch import Tensor
 from torchvision.datasets.utils import download_and_extract_archive
 
+from diffusion_lab.data.checksum_cache import cached_md5s
 from diffusion_lab.errors import DataError
 
 CIFAR10_CLASSES: tuple[str, ...] = (
@@ -28,6 +30,16 @@ CIFAR10_CLASSES: tuple[str, ...] = (
 )
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_TGZ_MD5 = "c58f30108f718f92721af3b95e74349a"
+# md5 of each batch file in the official archive, as its publishers and torchvision list them.
+OFFICIAL_MD5: dict[str, str] = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+}
 
 _BATCH_FOLDER = "cifar-10-batches-py"
 _TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -83,9 +95,32 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data, labels
 
 
-def read_cifar10_split(batch_dir: Path, train: bool) -> tuple[Tensor, Tensor]:
-    """Read the train (data_batch_1..5) or test split: uint8 (N, 3, 32, 32), int64 (N,)."""
-    batches = [_read_batch(batch_dir / name) for name in (_TRAIN_FILES if train else _TEST_FILES)]
+def verify_checksums(paths: list[Path], expected: Mapping[str, str]) -> None:
+    """DataError naming the first file whose md5 is not `expected[file name]`.
+
+    Sums come from the user's checksum cache while a file keeps its path, size and mtime, so
+    the 180 MB are hashed once.
+    """
+    for path, digest in zip(paths, cached_md5s(paths), strict=True):
+        if digest != expected[path.name]:
+            raise DataError(
+                f"{path}: md5 {digest} is not the official CIFAR-10 {path.name}'s "
+                f"{expected[path.name]} (corrupt or re-packed): download it again, or set "
+                f"data.verify_checksums=false for a copy whose bytes legitimately differ"
+            )
+
+
+def read_cifar10_split(
+    batch_dir: Path, train: bool, checksums: Mapping[str, str] | None = OFFICIAL_MD5
+) -> tuple[Tensor, Tensor]:
+    """Read the train (data_batch_1..5) or test split: uint8 (N, 3, 32, 32), int64 (N,).
+
+    The files are checked against `checksums` (file name -> md5) first; None skips that.
+    """
+    paths = [batch_dir / name for name in (_TRAIN_FILES if train else _TEST_FILES)]
+    if checksums is not None:
+        verify_checksums(paths, checksums)
+    batches = [_read_batch(path) for path in paths]
     # Rows are channel-planar (1024 red, 1024 green, 1024 blue), so a reshape gives (C, H, W).
     data = np.concatenate([rows for rows, _ in batches])
     labels = np.concatenate([labels for _, labels in batches])
@@ -137,6 +172,10 @@ def ensure_cifar10(root: str | Path, download: bool) -> Path:
     return found
 
 
-def load_cifar10(root: str | Path, train: bool, download: bool) -> tuple[Tensor, Tensor]:
-    """The CIFAR-10 train or test split under `root` as uint8 images and int64 labels."""
-    return read_cifar10_split(ensure_cifar10(root, download), train)
+def load_cifar10(
+    root: str | Path, train: bool, download: bool, verify_checksums: bool = True
+) -> tuple[Tensor, Tensor]:
+    """The CIFAR-10 train or test split under `root` as uint8 images and int64 labels; its
+    files are checked against the official md5 sums unless `verify_checksums` is false."""
+    checksums = OFFICIAL_MD5 if verify_checksums else None
+    return read_cifar10_split(ensure_cifar10(root, download), train, checksums)

@@ -25,7 +25,7 @@ from torch import Tensor
 from diffusion_lab.data.generated import GeneratedSet
 from diffusion_lab.data.image_files import DEFAULT_THREADS, parallel_for
 from diffusion_lab.errors import DataError
-from diffusion_lab.files import atomic_path
+from diffusion_lab.files import atomic_path, remove_stale_temps
 
 EXPORT_RECORD = "export.json"
 EXPORT_FORMAT = "diffusion_lab png export"
@@ -71,9 +71,12 @@ def open_export(out: Path, record: dict[str, Any]) -> None:
             found = None
         if found != record["set_sha256"]:
             raise DataError(f"out={out}: holds an export of another set; pass a new folder")
-        # A killed run can leave temporaries behind: no finished file ever has that name.
+        # A killed run can leave temporaries behind (older versions named them .<file>.tmp):
+        # no finished file ever has such a name.
         for tmp in out.glob("*/.*.png.tmp"):
             tmp.unlink()
+        for folder in (p for p in out.iterdir() if p.is_dir()):
+            remove_stale_temps(folder)
     elif out.is_dir() and any(out.iterdir()):
         raise DataError(f"out={out}: holds files but no {EXPORT_RECORD}; pass an empty folder")
     elif out.exists() and not out.is_dir():

@@ -25,9 +25,11 @@ import torch
 from torch import Tensor
 
 from diffusion_lab.errors import DataError
-from diffusion_lab.files import atomic_path
+from diffusion_lab.files import TEMP_NAME, atomic_path
 
 MANIFEST_NAME = "manifest.json"
+# The lock `generate` holds on a set folder while it writes (diffusion_lab.files.folder_lock).
+LOCK_NAME = ".lock"
 FORMAT = "diffusion_lab generated set"
 FORMAT_VERSION = 1
 # Manifest keys that do not decide which images a set holds (a moved checkpoint keeps its hash).
@@ -162,8 +164,10 @@ def check_schema(path: Path, manifest: dict[str, Any]) -> None:
 def write_shard(root: str | Path, spec: ShardSpec, images: Tensor, labels: Tensor) -> dict:
     """Write one shard atomically; returns its manifest entry."""
     path = Path(root) / spec.file
-    with atomic_path(path) as tmp:
-        torch.save({"images": images.cpu().contiguous(), "labels": labels.cpu()}, tmp)
+    # Through a file object, so the zip records are not named after the per-process temporary
+    # and equal shards have equal bytes (and sha256) whichever process wrote them.
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        torch.save({"images": images.cpu().contiguous(), "labels": labels.cpu()}, f)
     return shard_entry(spec, labels, sha256_file(path))
 
 
@@ -292,27 +296,41 @@ def finished_shards(root: Path, manifest: dict[str, Any]) -> list[dict[str, Any]
     return entries
 
 
+def is_writer_leftover(path: Path) -> bool:
+    """The lock or a temporary of a writer, not a file of the set or of the user."""
+    return path.name == LOCK_NAME or TEMP_NAME.match(path.name) is not None
+
+
+def nothing_made_yet(root: Path, manifest: dict[str, Any]) -> bool:
+    """Whether the set in `root` has no finished shard, listed or on disk."""
+    return not manifest["shards"] and not any(
+        (root / spec.file).exists() for spec in layout_of(manifest)
+    )
+
+
 def open_for_writing(root: str | Path, wanted: dict[str, Any]) -> dict[str, Any]:
     """Create or resume the set in `root`; returns its manifest (written) with the finished shards.
 
     A folder that holds a set made with other settings, or other files and no manifest, is
-    refused untouched. Only one process may call this, while no other writes into `root`.
+    refused untouched; a manifest of a run that failed before its first shard is replaced.
+    The caller holds the folder's lock, so no other process writes into `root`.
     """
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise DataError(f"out={root}: is a file, not a folder")
+    manifest = wanted
     if (root / MANIFEST_NAME).is_file():
         found = read_manifest(root)
-        check_same_settings(root, found, wanted)
-        # Temporaries are only left by a killed run: no finished shard is ever under that name.
-        for tmp in root.glob(".*.tmp"):
-            tmp.unlink()
-        manifest = {**wanted, "shards": finished_shards(root, found)}
-    elif root.is_dir() and any(root.iterdir()):
+        if not nothing_made_yet(root, found):
+            check_same_settings(root, found, wanted)
+            manifest = {**wanted, "shards": finished_shards(root, found)}
+    elif root.is_dir() and any(not is_writer_leftover(p) for p in root.iterdir()):
         raise DataError(
             f"out={root}: holds files but no {MANIFEST_NAME}; pass an empty or new folder"
         )
-    else:
-        manifest = wanted
+    # The folder is a set's and we hold its lock, so every temporary is a killed writer's
+    # (older versions named them .<file>.tmp): no finished file has such a name.
+    for tmp in root.glob(".*.tmp"):
+        tmp.unlink()
     write_manifest(root, manifest)
     return manifest

@@ -262,10 +262,13 @@ class CIFAR10DataModule(ImageDataModule):
 
     class_names = CIFAR10_CLASSES
 
-    def __init__(self, root: str, download: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, root: str, download: bool = True, verify_checksums: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.root = root
         self.download = download
+        self.verify_checksums = verify_checksums
 
     def prepare_data(self) -> None:
         """Find or download the batch files (Lightning runs this on one process per node)."""
@@ -273,7 +276,7 @@ class CIFAR10DataModule(ImageDataModule):
 
     def _load(self, train: bool) -> tuple[Tensor, Tensor]:
         """The CIFAR-10 train or test split."""
-        return load_cifar10(self.root, train, self.download)
+        return load_cifar10(self.root, train, self.download, self.verify_checksums)
 
 
 class DigitsDataModule(ImageDataModule):

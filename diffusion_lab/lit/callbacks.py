@@ -202,8 +202,9 @@ class LossCurve(pl.Callback):
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        # A run stopped after this checkpoint still leaves its history up to it on disk.
-        self._flush()
+        # A run stopped after this checkpoint still leaves its history up to it on disk and in
+        # the loggers: a resume from it purges the later steps and logs from here on.
+        self.log_new_losses(trainer)
         if trainer.is_global_zero:
             write_loss_history(self.history(), self.history_path)
 

@@ -36,8 +36,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
+        # Through a file object: torch.save names the zip records after a path it is given, and
+        # the temporary name differs per process, so equal checkpoints get equal bytes.
+        with atomic_path(path) as tmp, tmp.open("wb") as f:
+            torch.save(checkpoint, f)
 
 
 class TrainingInterrupted(UserFacingError):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from diffusion_lab.cli import job_number
 from diffusion_lab.errors import UserFacingError
 
 FINAL_CKPT = Path("checkpoints") / "last.ckpt"
@@ -20,12 +21,6 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
     """Sub-folders that Hydra ran a job in (they hold `.hydra/`), in job-number order."""
     jobs = [p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()]
     return sorted(jobs, key=job_number)
-
-
-def job_number(job: Path) -> tuple[int, str]:
-    """Sort key of a job folder: its leading number (`12_beta_T=0.01`, or `12` before names)."""
-    number = job.name.split("_", 1)[0]
-    return (int(number), job.name) if number.isdigit() else (sys.maxsize, job.name)
 
 
 def job_kind(job: Path) -> str:

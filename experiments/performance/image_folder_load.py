@@ -23,7 +23,9 @@ from diffusion_lab.data.export import write_png
 
 def make_folder(cifar: str, folder: Path, n: int) -> None:
     """Write the first n training images as PNGs, one folder per class."""
-    images, labels = read_cifar10_split(ensure_cifar10(cifar, download=False), train=True)
+    # Any lossless copy will do for a timing source (the development copy has its own md5s).
+    batch_dir = ensure_cifar10(cifar, download=False)
+    images, labels = read_cifar10_split(batch_dir, train=True, checksums=None)
     for name in CIFAR10_CLASSES:
         (folder / name).mkdir(parents=True, exist_ok=True)
     for i in range(n):
