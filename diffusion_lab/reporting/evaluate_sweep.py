@@ -151,7 +151,9 @@ def guidance_figure(jobs: list[EvalJob], title: str) -> Figure:
         panels["label fidelity (%)"] = {"label fidelity": fidelity}
     counts = ", ".join(f"{n:,}" for n in sample_counts(jobs))
     note = f"{counts} generated images per job: FID compares only at the same sample count"
-    return swept_lines_figure(axis, panels, f"{title}\n{note}")
+    figure = swept_lines_figure(axis, panels, f"{title}\n{note}")
+    figure.axes[1].set_ylim(-0.03, 1.03)  # precision and recall are shares
+    return figure
 
 
 def percent(value: float | None) -> str:
