@@ -308,13 +308,13 @@ def swept_lines_figure(
                 label = group if len(metrics) == 1 else f"{metric}, {group}"
                 color = f"C{groups.index(group) % 10}"
                 ax.plot(xs, ys, marker="o", linestyle=style, color=color, label=label)
-        label_swept_values(
-            ax, sorted({x for m in metrics.values() for xs, _ in m.values() for x in xs})
-        )
+        ticks = sorted({x for lines in metrics.values() for xs, _ in lines.values() for x in xs})
+        if ticks:  # a panel of jobs without a numeric x stays empty
+            label_swept_values(ax, ticks)
+            ax.legend(fontsize=7)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     return fig
 
