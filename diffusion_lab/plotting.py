@@ -288,6 +288,37 @@ def metrics_by_job_figure(
     return fig
 
 
+# (x values, y values) of one line, in the order they are drawn
+Line = tuple[Sequence[float], Sequence[float]]
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def swept_lines_figure(
+    xlabel: str, panels: Mapping[str, Mapping[str, Mapping[str, Line]]], title: str = ""
+) -> Figure:
+    """One panel per y label (the key of `panels`); in a panel, each metric (e.g. precision
+    and recall) has a line style and each group (e.g. a step count) a colour shared by all
+    panels. The x ticks are the values drawn."""
+    fig = Figure(figsize=(4.8 * len(panels), 4), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    groups = list(dict.fromkeys(g for panel in panels.values() for m in panel.values() for g in m))
+    for ax, (ylabel, metrics) in zip(axes, panels.items(), strict=True):
+        for style, (metric, lines) in zip(LINE_STYLES, metrics.items(), strict=False):
+            for group, (xs, ys) in lines.items():
+                label = group if len(metrics) == 1 else f"{metric}, {group}"
+                color = f"C{groups.index(group) % 10}"
+                ax.plot(xs, ys, marker="o", linestyle=style, color=color, label=label)
+        ticks = sorted({x for lines in metrics.values() for xs, _ in lines.values() for x in xs})
+        if ticks:  # a panel of jobs without a numeric x stays empty
+            label_swept_values(ax, ticks)
+            ax.legend(fontsize=7)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
 def nearest_pairs_figure(generated: Tensor, nearest: Tensor, ratios: Sequence[float]) -> Figure:
     """Generated images (top row) over their nearest training images (bottom row), each pair
     titled with d_1 / d_2; uint8 (n, C, H, W) each."""

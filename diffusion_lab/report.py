@@ -3,9 +3,10 @@
 A training sweep gets `report_grid.png`, `report_loss.png`, `report_quality.png` (where jobs
 have `quality/*` metrics) and `report.md` (see `diffusion_lab.reporting.training_sweep`); a
 classifier sweep gets `report.md`, `per_class_accuracy.png`, `per_class_difference.png` and
-`validation_curves.png` (see `diffusion_lab.reporting.classify_sweep`). Jobs that failed (their
-`failure.json`, see `diffusion_lab.cli.record_job_failure`) are listed, left out of the figures
-and tables, and named at the end of report.md.
+`validation_curves.png` (see `diffusion_lab.reporting.classify_sweep`); an evaluate sweep gets
+`report.md` and `report_guidance.png` (see `diffusion_lab.reporting.evaluate_sweep`). Jobs that
+failed (their `failure.json`, see `diffusion_lab.cli.record_job_failure`) are listed, left out
+of the figures and tables, and named at the end of report.md.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from diffusion_lab.files import atomic_path
 from diffusion_lab.reporting import (
     job_dirs,
     job_kind,
+    report_evaluate_sweep,
     report_training_sweep,
     summarize_classify_sweep,
 )
@@ -40,10 +42,17 @@ def report_classify(sweep_dir: Path, jobs: list[Path], args: Namespace) -> None:
     print("wrote " + ", ".join(str(p) for p in written))
 
 
+def report_evaluate(sweep_dir: Path, jobs: list[Path], args: Namespace) -> None:
+    """FID, KID, precision/recall and label fidelity per job of a sweep over w and steps."""
+    written = report_evaluate_sweep(sweep_dir, jobs)
+    print("wrote " + ", ".join(str(p) for p in written))
+
+
 # One reporter per kind of sweep, keyed by the entry point that ran its jobs.
 REPORTERS: dict[str, Callable[[Path, list[Path], Namespace], None]] = {
     "train": report_training,
     "classify": report_classify,
+    "evaluate": report_evaluate,
 }
 
 
@@ -92,7 +101,8 @@ def report(args: Namespace) -> None:
     REPORTERS[kinds[0]](sweep_dir, jobs, args)
     if failures:
         append_failures(sweep_dir / "report.md", failures)
-    print_summary("report", f"{len(jobs)} jobs of a {kinds[0]} sweep", sweep_dir)
+    article = "an" if kinds[0][0] in "aeiou" else "a"
+    print_summary("report", f"{len(jobs)} jobs of {article} {kinds[0]} sweep", sweep_dir)
 
 
 def parse_args(argv: list[str] | None) -> Namespace:

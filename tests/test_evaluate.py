@@ -1,5 +1,6 @@
 """The evaluate entry point on a tiny checkpoint and a stand-in feature network: the metrics
-it writes, the cached reference features, and one clear line for every bad input."""
+it writes, the cached reference features, one clear line for every bad input, and the report
+of a sweep over w and steps."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from diffusion_lab import report
 from diffusion_lab.cli import compose_config
 from diffusion_lab.data.digits import load_digits_split
 from diffusion_lab.data.generated import write_generated_set
@@ -146,7 +148,9 @@ def test_digits_without_allow_grey_is_refused_in_one_line(ckpt):
 
 
 @pytest.mark.slow
-def test_multirun_over_w_and_steps_writes_one_result_per_job(ckpt, weights, tmp_path):
+def test_multirun_over_w_and_steps_writes_one_result_per_job_and_a_report(
+    ckpt, weights, tmp_path, capsys
+):
     sweep = tmp_path / "sweep"
     result = evaluate_command(
         "--multirun",
@@ -166,3 +170,17 @@ def test_multirun_over_w_and_steps_writes_one_result_per_job(ckpt, weights, tmp_
     protocols = [json.loads((sweep / j / "metrics.json").read_text())["protocol"] for j in jobs]
     assert {(p["w"], p["steps"]) for p in protocols} == {(0, 2), (0, 5), (3, 2), (3, 5)}
     assert "reference features reused" in result.stderr + result.stdout
+    # `report` reads the real sweep: a row per job in job order, and the guidance figure.
+    report.main([str(sweep)])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == f"report: 4 jobs of an evaluate sweep; outputs in {sweep}"
+    text = (sweep / "report.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [row.split(" | ")[1:5] for row in rows] == [
+        ["`sampler.steps=2 w=0`", "ddim", "0", "2"],
+        ["`sampler.steps=2 w=3`", "ddim", "3", "2"],
+        ["`sampler.steps=5 w=0`", "ddim", "0", "5"],
+        ["`sampler.steps=5 w=3`", "ddim", "3", "5"],
+    ]
+    assert "Lowest FID at 30 generated images: job " in text
+    assert (sweep / "report_guidance.png").read_bytes()[:4] == b"\x89PNG"

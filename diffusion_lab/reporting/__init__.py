@@ -1,10 +1,12 @@
-"""Reports on finished sweeps: training sweeps (samples, losses, metrics) and classifier sweeps.
+"""Reports on finished sweeps: training sweeps (samples, losses, metrics), classifier sweeps
+and evaluate sweeps (sample quality against w and steps).
 
 `python -m diffusion_lab.report SWEEP_DIR` picks the report by the entry point that ran the
 jobs; the figures themselves come from `diffusion_lab.plotting`.
 """
 
 from diffusion_lab.reporting.classify_sweep import summarize_classify_sweep
+from diffusion_lab.reporting.evaluate_sweep import report_evaluate_sweep
 from diffusion_lab.reporting.sweeps import FINAL_CKPT, job_dirs, job_kind, row_labels
 from diffusion_lab.reporting.training_sweep import report_training_sweep
 
@@ -12,6 +14,7 @@ __all__ = [
     "FINAL_CKPT",
     "job_dirs",
     "job_kind",
+    "report_evaluate_sweep",
     "report_training_sweep",
     "row_labels",
     "summarize_classify_sweep",

@@ -13,6 +13,7 @@ from diffusion_lab.cli import job_number
 from diffusion_lab.errors import UserFacingError
 
 FINAL_CKPT = Path("checkpoints") / "last.ckpt"
+METRICS = Path("metrics.json")
 # metrics.json keys of sample-quality metrics (FID, KID, precision, recall, label fidelity).
 QUALITY_PREFIX = "quality/"
 
@@ -104,16 +105,20 @@ def metrics_table(labels: list[str], metrics: list[dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def finished_jobs(sweep_dir: Path, jobs: list[Path]) -> list[Path]:
-    """Jobs with metrics.json and a final checkpoint; a note on stderr for each other job."""
-    done = [j for j in jobs if (j / "metrics.json").is_file() and (j / FINAL_CKPT).is_file()]
+def finished_jobs(
+    sweep_dir: Path, jobs: list[Path], needs: Sequence[Path] = (METRICS, FINAL_CKPT)
+) -> list[Path]:
+    """Jobs that hold every file of `needs` (a training job: metrics.json and its final
+    checkpoint); a note on stderr for each other job."""
+    done = [j for j in jobs if all((j / path).is_file() for path in needs)]
+    files = " and ".join(str(path) for path in needs)
     if not done:
         raise UserFacingError(
-            f"{sweep_dir}: none of its {len(jobs)} job(s) has finished "
-            f"(metrics.json and {FINAL_CKPT}); nothing to report"
+            f"{sweep_dir}: none of its {len(jobs)} job(s) has finished ({files}); nothing to report"
         )
     for job in sorted(set(jobs) - set(done)):
         print(
-            f"note: skipping {job}: unfinished (no metrics.json or {FINAL_CKPT})", file=sys.stderr
+            f"note: skipping {job}: unfinished (no {files.replace(' and ', ' or ')})",
+            file=sys.stderr,
         )
     return done

@@ -1,0 +1,187 @@
+"""`report` on an evaluate sweep over w and sampler steps: the table, the guidance figure's
+lines and the best jobs, from job folders laid out as `evaluate --multirun` leaves them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from diffusion_lab import report
+from diffusion_lab.reporting.evaluate_sweep import (
+    FIGURE,
+    EvalJob,
+    guidance_figure,
+    read_eval_job,
+)
+from diffusion_lab.reporting.sweeps import job_dirs, job_overrides
+
+W_VALUES = [0, 0.5, 1, 1.8, 3, 5]
+STEPS = [25, 50]
+
+
+def fake_fid(w: float, steps: int) -> float:
+    """Lowest at w=1.8 and, of 10, 25 and 50, with 50 steps."""
+    return 10.0 + (w - 1.8) ** 2 + 250.0 / steps
+
+
+def fake_fidelity(w: float, steps: int) -> float:
+    """Grows with w: highest at w=5 with 50 steps."""
+    return 0.5 + 0.05 * w + (0.0 if steps == 25 else 0.01)
+
+
+def write_eval_job(
+    job: Path,
+    overrides: list[str],
+    w: float,
+    steps: int,
+    samples: int = 100,
+    fidelity: float | None = None,
+    finished: bool = True,
+) -> Path:
+    """One job folder as `evaluate --multirun` writes it (`.hydra/` and metrics.json), or,
+    unfinished, as it is while the job runs (`.hydra/` only)."""
+    (job / ".hydra").mkdir(parents=True)
+    hydra = {"hydra": {"job": {"name": "evaluate", "override_dirname": ",".join(overrides)}}}
+    OmegaConf.save(OmegaConf.create(hydra), job / ".hydra" / "hydra.yaml")
+    OmegaConf.save(
+        OmegaConf.create(["ckpt=tiny.ckpt", *overrides]), job / ".hydra" / "overrides.yaml"
+    )
+    config = {"ckpt": "tiny.ckpt", "w": w, "per_class": samples // 10, "sampler": {"steps": steps}}
+    OmegaConf.save(OmegaConf.create(config), job / ".hydra" / "config.yaml")
+    if not finished:
+        return job
+    metrics = {
+        "protocol": {
+            "features": "standin.pt (sha256 d9b2e985bd93), 64x64, 16-d",
+            "num_generated": samples,
+            "num_reference": 1500,
+            "per_class": samples // 10,
+            "reference": "DigitsDataModule train split",
+            "sampler": "ddim",
+            "source": "ckpt tiny.ckpt",
+            "steps": steps,
+            "w": w,
+        },
+        "quality/fid": fake_fid(w, steps),
+        "quality/fid_class/0": 30.0,
+        "quality/kid": 0.01 * w,
+        "quality/kid_std": 0.001,
+        "quality/memorised_share": 0.0,
+        "quality/precision": 0.6 - 0.01 * w,
+        "quality/recall": 0.5 - 0.05 * w,
+    }
+    if fidelity is not None:
+        metrics |= {"quality/label_fidelity": fidelity, "quality/label_fidelity_ceiling": 0.767}
+    (job / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    return job
+
+
+def read_jobs(sweep: Path) -> list[EvalJob]:
+    """The finished jobs of `sweep` in job order, as the report reads them."""
+    folders = [f for f in job_dirs(sweep) if (f / "metrics.json").is_file()]
+    return [read_eval_job(f, job_overrides(f), f.name) for f in folders]
+
+
+@pytest.fixture
+def sweep(tmp_path) -> Path:
+    """w = 0, 0.5, 1, 1.8, 3, 5 times sampler.steps = 25, 50, with label fidelity."""
+    folder = tmp_path / "2026-11-26" / "12-00-00"
+    combos = [(steps, w) for steps in STEPS for w in W_VALUES]
+    for num, (steps, w) in enumerate(combos):
+        overrides = ["sampler=ddim", f"sampler.steps={steps}", f"w={w}"]
+        name = f"{num}_{','.join(overrides)}"
+        write_eval_job(folder / name, overrides, w, steps, fidelity=fake_fidelity(w, steps))
+    return folder
+
+
+def test_report_writes_a_row_per_job_the_best_jobs_and_the_figure(sweep, capsys):
+    report.main([str(sweep)])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == f"report: 12 jobs of an evaluate sweep; outputs in {sweep}"
+    text = (sweep / "report.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    assert rows == [line for line in out if line.startswith("|")]  # the table is printed too
+    assert rows[0] == (
+        "| job | overrides | sampler | w | steps | samples | FID | KID | precision | recall "
+        "| label fidelity (%) |"
+    )
+    assert len(rows) == 2 + 12
+    # Job 9: steps 50, w=1.8, FID 15, KID 0.018 ± 0.001, label fidelity 0.5 + 0.09 + 0.01.
+    assert rows[11] == (
+        "| 9 | `sampler.steps=50 w=1.8` | ddim | 1.8 | 50 | 100 | 15.00 | 0.0180 ± 0.0010 "
+        "| 0.582 | 0.410 | 60.00 |"
+    )
+    assert (
+        "Lowest FID at 100 generated images: job 9 (`sampler.steps=50 w=1.8`, ddim, w=1.8, "
+        "50 steps): FID 15.00." in text
+    )
+    assert (
+        "Highest label fidelity: job 11 (`sampler.steps=50 w=5`, ddim, w=5, 50 steps): "
+        "76.00 % (real test images: 76.70 %)." in text
+    )
+    assert f"![report_guidance]({FIGURE})" in text
+    assert (sweep / FIGURE).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_figure_has_a_line_per_step_count_against_w(sweep):
+    figure = guidance_figure(read_jobs(sweep), "title")
+    fid, precision_recall, fidelity = figure.axes
+    assert [ax.get_ylabel() for ax in figure.axes] == [
+        "FID",
+        "precision / recall",
+        "label fidelity (%)",
+    ]
+    assert all(ax.get_xlabel() == "w" for ax in figure.axes)
+    assert [line.get_label() for line in fid.lines] == ["sampler.steps=25", "sampler.steps=50"]
+    for line, steps in zip(fid.lines, STEPS, strict=True):
+        assert list(line.get_xdata()) == W_VALUES
+        assert list(line.get_ydata()) == [fake_fid(w, steps) for w in W_VALUES]
+    assert len(precision_recall.lines) == 4
+    assert [line.get_linestyle() for line in precision_recall.lines] == ["-", "-", "--", "--"]
+    assert list(fidelity.lines[1].get_ydata()) == pytest.approx(
+        [100 * fake_fidelity(w, 50) for w in W_VALUES]
+    )
+    assert "100 generated images per job: FID compares only at the same sample count" in (
+        figure._suptitle.get_text()
+    )
+
+
+def test_steps_alone_are_the_x_axis_and_each_sample_count_has_its_best(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    for num, (steps, samples) in enumerate([(10, 100), (25, 100), (50, 100), (50, 1000)]):
+        overrides = [f"per_class={samples // 10}", f"sampler.steps={steps}"]
+        write_eval_job(sweep / f"{num}_{','.join(overrides)}", overrides, 1.8, steps, samples)
+    write_eval_job(sweep / "4_unfinished", ["w=3"], 3, 50, finished=False)
+    report.main([str(sweep)])
+    captured = capsys.readouterr()
+    assert "skipping" in captured.err and "4_unfinished" in captured.err
+    text = (sweep / "report.md").read_text()
+    assert "label fidelity" not in text.split("\n\n", 2)[2]  # no column without a classifier
+    assert "Lowest FID at 100 generated images: job 2 (`per_class=10 sampler.steps=50`" in text
+    assert "Lowest FID at 1,000 generated images: job 3 (`per_class=100 sampler.steps=50`" in text
+    figure = guidance_figure(read_jobs(sweep), "title")
+    [fid, _] = figure.axes
+    assert fid.get_xlabel() == "steps"
+    assert {line.get_label(): list(line.get_xdata()) for line in fid.lines} == {
+        "per_class=10": [10, 25, 50],
+        "per_class=100": [50],
+    }
+
+
+@pytest.mark.parametrize(
+    ("metrics", "says"),
+    [
+        ('{"quality/fid": ', "metrics.json: not valid JSON"),
+        ('{"quality/fid": 1.0}', "not a finished evaluate job's metrics (KeyError: 'protocol')"),
+    ],
+)
+def test_a_damaged_metrics_file_is_one_line(sweep, metrics, says, capsys):
+    (next(sweep.iterdir()) / "metrics.json").write_text(metrics)
+    with pytest.raises(SystemExit) as exit_info:
+        report.main([str(sweep)])
+    assert exit_info.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and says in line
