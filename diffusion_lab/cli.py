@@ -126,6 +126,7 @@ def remove_empty_run_dir() -> None:
     hydra_only = {hydra_cfg.output_subdir, f"{hydra_cfg.job.name}.log"}
     if run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= hydra_only:
         shutil.rmtree(run_dir)
+        remove_empty_parents(run_dir)
 
 
 def remove_empty_parents(folder: Path) -> None:
