@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
 
-from diffusion_lab.cli import compose_config
+from diffusion_lab.cli import config_source
 from diffusion_lab.config import validate_classify_config
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.nets import CNN
@@ -41,7 +43,14 @@ def test_cnn_refuses_bad_arguments(kwargs, match):
         CNN(**arguments)
 
 
-def test_classify_refuses_an_image_size_the_cnn_cannot_pool_before_any_work():
-    cfg = compose_config("classify", ["model=cnn", "data=digits", "img_size=12"])
-    with pytest.raises(ConfigError, match=r"^model\.in_shape=\[1, 12, 12\]: H and W must be divis"):
-        validate_classify_config(cfg, ())
+def test_classify_refuses_an_image_size_the_cnn_cannot_pool_before_any_work(tmp_path):
+    overrides = ["model=cnn", "data=digits", "img_size=12", f"output_dir={tmp_path}"]
+    with config_source():
+        # The callbacks' titles read the job's overrides from Hydra, as in a real run.
+        cfg = compose("classify", overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        try:
+            with pytest.raises(ConfigError, match=r"^model\.in_shape=\[1, 12, 12\]: H and W"):
+                validate_classify_config(cfg, ())
+        finally:
+            HydraConfig.instance().cfg = None

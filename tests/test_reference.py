@@ -221,7 +221,8 @@ COMMITTED_REFERENCE = (
 @pytest.mark.slow
 def test_committed_reference_reproduces_its_cifar10_test_accuracy(cifar10_root):
     reference = load_reference_classifier(COMMITTED_REFERENCE)
-    images, labels = load_cifar10(cifar10_root, train=False, download=False)
+    # The shared copy is a lossless re-pack: its md5 sums are not the official ones.
+    images, labels = load_cifar10(cifar10_root, train=False, download=False, verify_checksums=False)
     reference.check_images(images, "the CIFAR-10 test split")
     overall, per_class = label_fidelity(
         reference.net, images, labels, 10, batch_size=500, autocast_dtype=reference.autocast_dtype

@@ -92,7 +92,11 @@ def test_diagnostics_report_terminal_signal_and_warn_above_the_limit(
 
     cfg = compose_train("T=500", f"beta_T={beta_T}")
     module = instantiate(cfg.module)
-    trainer = type("FakeTrainer", (), {"is_global_zero": True, "loggers": [], "global_step": 0})
+    trainer = type(
+        "FakeTrainer",
+        (),
+        {"is_global_zero": True, "loggers": [], "global_step": 0, "ckpt_path": None},
+    )
     callback = ScheduleDiagnostics(str(tmp_path), max_alpha_bar_T=1e-3)
     with caplog.at_level(logging.INFO, logger="diffusion_lab.lit.diagnostics"):
         callback.on_fit_start(trainer, module)
