@@ -20,6 +20,7 @@ from diffusion_lab.config import is_int, require
 from diffusion_lab.data.classification import first_per_class
 from diffusion_lab.data.generated import check_matches, read_generated_set
 from diffusion_lab.errors import ConfigError
+from diffusion_lab.files import sha256_file
 from diffusion_lab.lit.reference import ReferenceClassifier, load_reference_classifier
 from diffusion_lab.lit.run import TrainedRun
 from diffusion_lab.quality.features import (
@@ -36,7 +37,6 @@ from diffusion_lab.quality.precision_recall import precision_recall
 from diffusion_lab.quality.reference_cache import (
     CacheKey,
     cached_features,
-    sha256_file,
     sha256_tensors,
 )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import os
 import re
 import secrets
@@ -157,3 +158,17 @@ def folder_lock(folder: str | Path, what: str, name: str = ".lock") -> Iterator[
     finally:
         path.unlink(missing_ok=True)
         os.close(fd)
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (`algorithm` as hashlib names it), read in 1 MiB blocks."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
+    with Path(path).open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file: the checksum of shards, checkpoints and weights files."""
+    return file_digest(path, "sha256")

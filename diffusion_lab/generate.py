@@ -49,13 +49,12 @@ from diffusion_lab.data.generated import (
     new_manifest,
     open_for_writing,
     read_generated_set,
-    sha256_file,
     shard_seed,
     write_manifest,
     write_shard,
 )
 from diffusion_lab.errors import DataError, UserFacingError
-from diffusion_lab.files import folder_lock
+from diffusion_lab.files import folder_lock, sha256_file
 from diffusion_lab.lit.run import NonFiniteSamples, TrainedRun
 from diffusion_lab.nets.speed import use_tf32
 from diffusion_lab.plotting import class_grid, class_grid_figure, save_figure

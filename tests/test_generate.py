@@ -23,8 +23,9 @@ from torchvision.datasets import ImageFolder
 import diffusion_lab.generate as generate_module
 from diffusion_lab import diffusion
 from diffusion_lab.cli import compose_config
-from diffusion_lab.data.generated import MANIFEST_NAME, read_generated_set, sha256_file
+from diffusion_lab.data.generated import MANIFEST_NAME, read_generated_set
 from diffusion_lab.errors import DataError, UserFacingError
+from diffusion_lab.files import sha256_file
 from diffusion_lab.generate import generate
 from diffusion_lab.lit.run import RUN_CONFIG_KEY, NonFiniteSamples
 from tests.conftest import REPO_ROOT, TINY_TRAIN_OVERRIDES

@@ -8,7 +8,6 @@ changed or replaced file is hashed again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -16,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from diffusion_lab.files import atomic_path
+from diffusion_lab.files import atomic_path, file_digest
 
 log = logging.getLogger(__name__)
 CACHE_ENV = "DIFFUSION_LAB_CACHE"
@@ -32,12 +31,8 @@ def cache_dir() -> Path:
 
 
 def md5_file(path: Path) -> str:
-    """Hex md5 of a file, read in 1 MiB blocks."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+    """Hex md5 of a file (the official CIFAR-10 checksums are md5)."""
+    return file_digest(path, "md5")
 
 
 def read_cache(path: Path) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from diffusion_lab.errors import DataError
-from diffusion_lab.files import TEMP_NAME, atomic_path
+from diffusion_lab.files import TEMP_NAME, atomic_path, sha256_file
 
 MANIFEST_NAME = "manifest.json"
 # The lock `generate` holds on a set folder while it writes (diffusion_lab.files.folder_lock).
@@ -75,15 +75,6 @@ def shard_seed(seed: int, index: int) -> int:
     """The seed of shard `index`'s noise generator: a function of (seed, index) only."""
     digest = hashlib.sha256(f"diffusion_lab/{seed}/{index}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1  # 63 bits: any torch.Generator takes it
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def new_manifest(

@@ -33,15 +33,6 @@ def sha256_tensors(*tensors: Tensor) -> str:
     return digest.hexdigest()
 
 
-def sha256_file(path: str | Path, block: int = 1 << 20) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class CacheKey:
     """What a cached feature set belongs to; the name parts say it, the checksums prove it."""
