@@ -94,6 +94,7 @@ def check_stage_configs(cfg: DictConfig, stages: Sequence[str], root: Path) -> N
         weights = evaluate_cfg.features.weights or default_weights()
         if weights is None:
             raise ConfigError(NO_WEIGHTS)
+        require(Path(weights).is_file(), "features.weights", str(weights), "no such file")
         classifier = cfg.study.evaluate.reference_classifier
         require(
             classifier is None or Path(classifier).is_file(),

@@ -78,7 +78,10 @@ def run_stage(ctx: StageContext, stage: str) -> dict[str, Any]:
     except (PartSkipped, KeyboardInterrupt):
         raise
     except UserFacingError as err:
-        raise UserFacingError(f"study stage {stage}: {err}") from err
+        named = UserFacingError(f"study stage {stage}: {err}")
+        if hasattr(err, "exit_status"):  # an interrupted run keeps its signal's status
+            named.exit_status = err.exit_status
+        raise named from err
     except Exception as err:
         path = ctx.folder.path(FAILURE_FILE)
         path.write_text(traceback.format_exc())
