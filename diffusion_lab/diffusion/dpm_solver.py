@@ -1,12 +1,12 @@
 """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", Algorithm 2): a multistep second-order
 solver of the probability-flow ODE in data prediction (x0), on the DDPM's discrete schedule.
 
-Noise levels at a 0-based index t: alpha_t = sqrt(alpha_bar_t), sigma_t = sqrt(1 - alpha_bar_t)
-and the half log-SNR lambda_t = log(alpha_t / sigma_t), decreasing in t. As the paper does for
-discrete-time models, the solver evaluates the network only at indices it was trained on and
-steps in lambda between them; the last step goes to clean data (sigma = 0, lambda = +inf).
-This matches diffusers' `DPMSolverMultistepScheduler(algorithm_type="dpmsolver++",
-solver_order=2, final_sigmas_type="zero")` step by step (tests/test_dpm_solver.py).
+The DDPM's discrete schedule gives, at a 0-based index t, alpha_t = sqrt(alpha_bar_t),
+sigma_t = sqrt(1 - alpha_bar_t) and the half log-SNR lambda_t = log(alpha_t / sigma_t),
+decreasing in t; the solver steps in lambda. Like diffusers' `DPMSolverMultistepScheduler`
+(algorithm_type="dpmsolver++", solver_order=2, final_sigmas_type="zero"), which it matches
+step by step (tests/test_dpm_solver.py), it evaluates the network only at trained indices, and
+its last step goes to clean data (sigma = 0, lambda = +inf).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def dpmpp_2m_sample(
         # D: x0 alone on the first step (first order, i.e. DDIM); then the multistep estimate
         # (1 + 1 / 2r) x0 - (1 / 2r) x0_prev, r = h_prev / h (Algorithm 2).
         D = x0 if x0_prev is None else x0 + (h / (2.0 * h_prev)) * (x0 - x0_prev)
-        # Exact solution in data prediction with D held constant over the step (sec. 4):
+        # The exact solution of the ODE in data prediction, with x0 held at D over the step:
         # x_s = (sigma_s / sigma_t) x_t - alpha_s (exp(-h) - 1) D.
         x = (sigmas[s] / sigmas[t]) * x - (alphas[s] * math.expm1(-h)) * D
         x0_prev, h_prev = x0, h
