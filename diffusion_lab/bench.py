@@ -8,6 +8,9 @@ Builds the UNet and schedule from the real training config (with Hydra overrides
   (bf16 autocast, channels_last, fused AdamW, TF32, then torch.compile on top);
 - one guided sampling step: two forward passes (the baseline), one batched pass, and the
   batched pass with bf16, channels_last and torch.compile;
+- on request (`--cases "sampler, fast eager"` ...), whole images from the configured sampler
+  (e.g. `sampler=dpmpp_2m sampler.steps=20`): a "step" is one sampler call on the batch, and
+  its FLOPs are the network evaluations per image times one forward pass;
 - Inception features for FID (`evaluate`): uint8 images of the configured size through the
   reference resize to 299x299 and the TorchScript network, in fp32 (the baseline) and with
   channels_last (bf16 moves the features too far: experiments/quality/README.md). It needs the
@@ -40,7 +43,7 @@ from diffusion_lab.cli import (
     report_user_errors,
     write_json,
 )
-from diffusion_lab.config import validate_train_config
+from diffusion_lab.config import sampler_nfe, validate_train_config
 from diffusion_lab.diffusion import drop_labels, eps_mse, guided_eps
 from diffusion_lab.nets.speed import compiled, resolve_switch, use_tf32
 from diffusion_lab.quality.features import (
@@ -78,11 +81,19 @@ CASES: dict[str, tuple[str, str, dict[str, Any]]] = {
         "sample fp32, 2 passes",
         {**SAMPLE_FAST, "compile": "default"},
     ),
+    "sampler, fast eager": ("sampler", "sampler, fast eager", SAMPLE_FAST),
+    "sampler, fast compiled": (
+        "sampler",
+        "sampler, fast eager",
+        {**SAMPLE_FAST, "compile": "default"},
+    ),
     "features fp32": ("features", "features fp32", {}),
     "features channels_last": ("features", "features fp32", {"channels_last": True}),
 }
+# Whole sampler runs take T (or `steps`) network evaluations each: asked for by name only.
+DEFAULT_CASES = [name for name, (kind, _, _) in CASES.items() if kind != "sampler"]
 # Compilation takes minutes on a small CPU, and CUDA graphs need a GPU.
-CPU_CASES = [name for name, (_, _, options) in CASES.items() if "compile" not in options]
+CPU_CASES = [name for name in DEFAULT_CASES if "compile" not in CASES[name][2]]
 
 
 @dataclass
@@ -99,11 +110,14 @@ class Row:
 
 
 def build(overrides: list[str], device: torch.device) -> tuple[torch.nn.Module, Any, dict]:
-    """The configured UNet and schedule on `device`, plus the data shape and w."""
+    """The configured UNet and schedule on `device`, plus the data shape, w, the sampler and
+    its network evaluations per image."""
     cfg = compose_config("train", [*overrides, "output_dir=unused"])
     net = instantiate(cfg.model).to(device)
     schedule = instantiate(cfg.schedule).to(device)
-    return net, schedule, {"channels": cfg.data.channels, "img_size": cfg.img_size, "w": cfg.w}
+    settings = {"channels": cfg.data.channels, "img_size": cfg.img_size, "w": cfg.w}
+    settings |= {"sampler": instantiate(cfg.sampler), "nfe": sampler_nfe(cfg.sampler, cfg.T, cfg.w)}
+    return net, schedule, settings
 
 
 def make_step(kind: str, net, schedule, x, labels, options: dict):
@@ -130,6 +144,14 @@ def make_step(kind: str, net, schedule, x, labels, options: dict):
 
         return train_step
     w, null = options["w"], net.null_label
+    if kind == "sampler":
+        generator = torch.Generator(x.device).manual_seed(0)
+
+        def sampler_run() -> None:
+            with autocast:
+                options["sampler"](forward, schedule, x, labels, generator, null_label=null)
+
+        return sampler_run
 
     @torch.no_grad()
     def sample_step() -> None:
@@ -208,16 +230,18 @@ def measure(
 
 def model_step(kind: str, overrides: list[str], batch_size: int, options: dict, device):
     """A closure running one training or sampling step of the UNet, and its GFLOP per image."""
-    net, schedule, shape = build(overrides, device)
+    net, schedule, settings = build(overrides, device)
     net.train(kind == "train")
-    size = (batch_size, shape["channels"], shape["img_size"], shape["img_size"])
+    size = (batch_size, settings["channels"], settings["img_size"], settings["img_size"])
     x = torch.randn(size, device=device)
     labels = torch.randint(0, net.num_classes, (batch_size,), device=device)
     gflop = gflop_per_image(kind, net, schedule, x, labels)
+    if kind == "sampler":  # counted for a guided pair (2 evaluations) per image
+        gflop *= settings["nfe"] / 2
     if resolve_switch(options.get("channels_last", False), device):
         net = net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    return make_step(kind, net, schedule, x, labels, {**options, "w": shape["w"]}), gflop
+    return make_step(kind, net, schedule, x, labels, {**options, **settings}), gflop
 
 
 def peak_memory_mib(device: torch.device) -> float:
@@ -292,7 +316,8 @@ def parse_args(argv: list[str] | None) -> Namespace:
         nargs="+",
         choices=list(CASES),
         metavar="CASE",
-        help="default: all on a GPU; on a CPU those without torch.compile",
+        help="default: all but the whole-sampler ones on a GPU; on a CPU also without "
+        "torch.compile",
     )
     parser.add_argument("--json", type=Path, default=Path("outputs/bench/bench.json"))
     parser.add_argument(
@@ -313,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)  # an unwritable folder fails now
     on_gpu = torch.cuda.is_available()
     device = torch.device("cuda" if on_gpu else "cpu")
-    cases = args.cases or (list(CASES) if on_gpu else CPU_CASES)
+    cases = args.cases or (DEFAULT_CASES if on_gpu else CPU_CASES)
     peak = bf16_matmul_peak_tflops(device)
     rows = with_ratios(
         [

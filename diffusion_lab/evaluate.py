@@ -124,7 +124,8 @@ def describe(protocol: dict[str, Any]) -> str:
     p = protocol
     text = (
         f"protocol: {p['num_generated']} generated images ({p['per_class']} per class) from "
-        f"{p['source']}, sampler {p['sampler']} with {p['steps']} steps, w={p['w']}; reference: "
+        f"{p['source']}, sampler {p['sampler']} with {p['steps']} steps ({p['nfe']} network "
+        f"evaluations per image), w={p['w']}; reference: "
         f"{p['reference']} ({p['num_reference']} images); features: {p['features']}"
     )
     if p["num_generated"] < PAPER_SAMPLES:

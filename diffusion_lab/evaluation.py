@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from diffusion_lab.config import is_int, require
+from diffusion_lab.config import is_int, require, sampler_name, sampler_nfe, validate_sampler
 from diffusion_lab.data.classification import first_per_class
 from diffusion_lab.data.generated import check_matches, read_generated_set
 from diffusion_lab.errors import ConfigError
@@ -223,11 +223,12 @@ def check_spec(spec: Any, cfg: DictConfig, source: str) -> None:
 
 
 def sampler_protocol(cfg: DictConfig, T: int) -> dict[str, Any]:
-    """Name, steps and w of the configured sampler (steps checked against T)."""
-    target = cfg.sampler._target_.rsplit(".", 1)[-1].removesuffix("_sample")
+    """Name, steps and network evaluations per image of the configured sampler (checked
+    against T)."""
+    validate_sampler(cfg.sampler, T)
     steps = cfg.sampler.get("steps", T)
-    require(is_int(steps) and 1 <= steps <= T, "sampler.steps", steps, f"must be in [1, T={T}]")
-    return {"name": target, "steps": steps}
+    nfe = sampler_nfe(cfg.sampler, T, cfg.w)
+    return {"name": sampler_name(cfg.sampler), "steps": steps, "nfe": nfe}
 
 
 def sample_images(cfg: DictConfig, run: TrainedRun, device: torch.device) -> torch.Tensor:
@@ -267,6 +268,7 @@ def generated_images(cfg: DictConfig, device: torch.device) -> tuple[Any, dict[s
             "source": f"set {Path(cfg.set)}",
             "sampler": sampler.get("name", "unknown"),
             "steps": sampler.get("steps", "unknown"),
+            "nfe": sampler.get("nfe", "unknown"),
             "w": manifest.get("w", "unknown"),
             "per_class": per_class,
         }
@@ -279,6 +281,7 @@ def generated_images(cfg: DictConfig, device: torch.device) -> tuple[Any, dict[s
         "source": f"ckpt {Path(cfg.ckpt)}",
         "sampler": sampler["name"],
         "steps": sampler["steps"],
+        "nfe": sampler["nfe"],
         "w": cfg.w,
         "per_class": cfg.per_class,
     }

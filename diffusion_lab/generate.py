@@ -36,6 +36,7 @@ from diffusion_lab.config import (
     require,
     require_gpu_if_asked,
     require_seed,
+    sampler_nfe,
     validate_perf,
     validate_sampler,
 )
@@ -83,13 +84,15 @@ def validate_generate_config(cfg: DictConfig) -> None:
 
 
 def sampler_settings(cfg: DictConfig, T: int) -> dict[str, Any]:
-    """What the manifest records of the sampler: name, steps and its other arguments."""
+    """What the manifest records of the sampler: name, steps, its other arguments and its
+    network evaluations per image (nfe)."""
     sampler = OmegaConf.to_container(cfg.sampler, resolve=True)
     target = sampler.pop("_target_")
     sampler.pop("_partial_", None)
     sampler.pop("w", None)  # recorded once, as the manifest's top-level w
     steps = sampler.pop("steps", T)  # checked by validate_sampler
-    return {"name": target.rsplit(".", 1)[-1].removesuffix("_sample"), "steps": steps, **sampler}
+    name = target.rsplit(".", 1)[-1].removesuffix("_sample")
+    return {"name": name, "steps": steps, **sampler, "nfe": sampler_nfe(cfg.sampler, T, cfg.w)}
 
 
 def wanted_manifest(cfg: DictConfig, run: TrainedRun, precision: str) -> dict:

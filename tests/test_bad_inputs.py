@@ -26,7 +26,7 @@ from tests.conftest import TINY_TRAIN_OVERRIDES
 from tests.test_classify import TINY_CLASSIFY_OVERRIDES, digits_set
 from tests.test_generate import save_tiny_checkpoint
 
-HYDRA_COMMANDS = ("train", "generate", "classify")
+HYDRA_COMMANDS = ("train", "generate", "evaluate", "classify")
 NO_GPU = "no CUDA GPU is visible"
 
 
@@ -90,6 +90,36 @@ TRAIN = [
         says="sampler.spacing='bogus': expected 'uniform' or 'quadratic'",
     ),
     bad("train", "sampler=ddim", "sampler.eta=-1", says="sampler.eta=-1: must be a number >= 0"),
+    bad("train", "sampler=dpmpp_2m", "sampler.steps=0", says="sampler.steps=0: must be in [1,"),
+    bad(
+        "train",
+        "sampler=dpmpp_2m",
+        "sampler.spacing=uniform",
+        says="sampler.spacing='uniform': expected 'linspace', 'leading' or 'trailing'",
+    ),
+    bad(
+        "train",
+        "sampler=dpmpp_2m",
+        "sampler.steps=20",
+        "sampler.spacing=leading",
+        says="sampler.steps=20: spacing='leading' visits an index twice at T=20; use fewer steps",
+    ),
+    bad(
+        "train",
+        "sampler.guidance_interval=[12,3]",
+        says="sampler.guidance_interval=[12, 3]: reversed: t_lo must be <= t_hi",
+    ),
+    bad(
+        "train",
+        "sampler=ddim",
+        "sampler.guidance_interval=[0,20]",
+        says="sampler.guidance_interval=[0, 20]: both indices must lie in [0, T-1=19]",
+    ),
+    bad(
+        "train",
+        "sampler.guidance_interval=5",
+        says="sampler.guidance_interval=5: must be null or [t_lo, t_hi], two integer indices",
+    ),
     bad("train", "sampler.variance=big", says="sampler.variance='big': must be one of"),
     bad(
         "train",
@@ -163,6 +193,40 @@ GENERATE = [
     bad(
         "generate",
         "ckpt={inputs}/tiny.ckpt",
+        "sampler=dpmpp_2m",
+        "sampler.steps=21",
+        says="sampler.steps=21: must be in [1, T=20]",
+    ),
+    bad(
+        "generate",
+        "ckpt={inputs}/tiny.ckpt",
+        "sampler=dpmpp_2m",
+        "sampler.spacing=bogus",
+        says="sampler.spacing='bogus': expected 'linspace', 'leading' or 'trailing'",
+    ),
+    bad(
+        "generate",
+        "ckpt={inputs}/tiny.ckpt",
+        "sampler=dpmpp_2m",
+        "sampler.guidance_interval=[-1,10]",
+        says="sampler.guidance_interval=[-1, 10]: both indices must lie in [0, T-1=19]",
+    ),
+    bad(
+        "generate",
+        "ckpt={inputs}/tiny.ckpt",
+        "sampler.guidance_interval=[9,2]",
+        says="sampler.guidance_interval=[9, 2]: reversed: t_lo must be <= t_hi",
+    ),
+    bad(
+        "generate",
+        "ckpt={inputs}/tiny.ckpt",
+        "sampler=ddim",
+        "sampler.guidance_interval=[2,5,9]",
+        says="sampler.guidance_interval=[2, 5, 9]: must be null or [t_lo, t_hi]",
+    ),
+    bad(
+        "generate",
+        "ckpt={inputs}/tiny.ckpt",
         "fabric.precision=bogus",
         says="fabric.precision='bogus': must be 32-true",
     ),
@@ -179,6 +243,51 @@ GENERATE = [
         "perclass=3",
         says="Key 'perclass' is not",
         hydra_owned=True,
+    ),
+]
+
+# Sampler settings are checked against the checkpoint's T before any image or feature is made.
+EVALUATE = [
+    bad(
+        "evaluate",
+        "ckpt={inputs}/tiny.ckpt",
+        "sampler=dpmpp_2m",
+        "sampler.steps=0",
+        says="sampler.steps=0: must be in [1, T=20]",
+    ),
+    bad(
+        "evaluate",
+        "ckpt={inputs}/tiny.ckpt",
+        "sampler=ddim",
+        "sampler.steps=21",
+        says="sampler.steps=21: must be in [1, T=20]",
+    ),
+    bad(
+        "evaluate",
+        "ckpt={inputs}/tiny.ckpt",
+        "sampler=dpmpp_2m",
+        "sampler.spacing=quadratic",
+        says="sampler.spacing='quadratic': expected 'linspace', 'leading' or 'trailing'",
+    ),
+    bad(
+        "evaluate",
+        "ckpt={inputs}/tiny.ckpt",
+        "sampler=dpmpp_2m",
+        "sampler.guidance_interval=[5,20]",
+        says="sampler.guidance_interval=[5, 20]: both indices must lie in [0, T-1=19]",
+    ),
+    bad(
+        "evaluate",
+        "ckpt={inputs}/tiny.ckpt",
+        "sampler=ddim",
+        "sampler.guidance_interval=[10,4]",
+        says="sampler.guidance_interval=[10, 4]: reversed: t_lo must be <= t_hi",
+    ),
+    bad(
+        "evaluate",
+        "ckpt={inputs}/tiny.ckpt",
+        "sampler.guidance_interval=[a,b]",
+        says="sampler.guidance_interval=['a', 'b']: must be null or [t_lo, t_hi]",
     ),
 ]
 
@@ -278,12 +387,13 @@ BENCH = [
     bad("export_set", "{inputs}/no_sha256", says="shards[0].sha256=None, expected str"),
 ]
 
-ROWS = TRAIN + GENERATE + CLASSIFY + REPORT + BENCH
+ROWS = TRAIN + GENERATE + EVALUATE + CLASSIFY + REPORT + BENCH
 # Shrinking overrides that each Hydra command gets before the row's own arguments.
 SHRINK = {
     "train": TINY_TRAIN_OVERRIDES,
     "classify": TINY_CLASSIFY_OVERRIDES,
     "generate": ["per_class=2", "shard_size=10"],
+    "evaluate": ["data=digits", "img_size=8", "features.allow_grey=true", "per_class=3"],
 }
 
 

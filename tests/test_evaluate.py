@@ -61,6 +61,7 @@ def test_evaluate_writes_every_quality_metric_and_reuses_the_reference(
     written = json.loads((run / "metrics.json").read_text())
     assert written["protocol"]["num_generated"] == 30
     assert (written["protocol"]["sampler"], written["protocol"]["steps"]) == ("ddim", 5)
+    assert written["protocol"]["nfe"] == 10  # 5 guided steps
     assert written["protocol"]["num_reference"] == 200  # 20 of each class
     assert (run / "memorisation.png").is_file() and list(run.glob("events.out.tfevents.*"))
     assert "protocol: 30 generated images (3 per class)" in caplog.text
@@ -69,6 +70,18 @@ def test_evaluate_writes_every_quality_metric_and_reuses_the_reference(
     again = evaluate(compose_evaluate(tmp_path, weights, *small))
     assert "reference features reused" in caplog.text
     assert again == metrics  # same seed, same samples, same reference features
+
+
+def test_dpm_solver_with_a_guidance_interval_records_its_network_evaluations(
+    ckpt, weights, tmp_path
+):
+    dpm = ["sampler=dpmpp_2m", "sampler.steps=4", "sampler.guidance_interval=[5,15]"]
+    small = [f"ckpt={ckpt}", *dpm, "per_class=3", "reference.per_class=20"]
+    metrics = evaluate(compose_evaluate(tmp_path, weights, *small))
+    assert metrics["quality/fid"] > 0
+    protocol = json.loads((tmp_path / "run" / "metrics.json").read_text())["protocol"]
+    # linspace visits 19, 14, 10 and 5 (T=20); the last three lie in [5, 15] and are guided.
+    assert (protocol["sampler"], protocol["steps"], protocol["nfe"]) == ("dpmpp_2m", 4, 7)
 
 
 def test_a_set_of_real_images_scores_like_the_real_data(weights, tmp_path):

@@ -12,9 +12,12 @@ from omegaconf import OmegaConf
 from diffusion_lab import report
 from diffusion_lab.reporting.evaluate_sweep import (
     FIGURE,
+    STEPS_FIGURE,
     EvalJob,
     guidance_figure,
     read_eval_job,
+    report_evaluate_sweep,
+    steps_figure,
 )
 from diffusion_lab.reporting.sweeps import job_dirs, job_overrides
 
@@ -40,9 +43,13 @@ def write_eval_job(
     samples: int = 100,
     fidelity: float | None = None,
     finished: bool = True,
+    sampler: str = "ddim",
+    nfe: int | None = None,
+    fid: float | None = None,
 ) -> Path:
     """One job folder as `evaluate --multirun` writes it (`.hydra/` and metrics.json), or,
-    unfinished, as it is while the job runs (`.hydra/` only)."""
+    unfinished, as it is while the job runs (`.hydra/` only). nfe: 2 per step, 1 at w = 0
+    unless given; FID fake_fid's unless given."""
     (job / ".hydra").mkdir(parents=True)
     hydra = {"hydra": {"job": {"name": "evaluate", "override_dirname": ",".join(overrides)}}}
     OmegaConf.save(OmegaConf.create(hydra), job / ".hydra" / "hydra.yaml")
@@ -60,12 +67,13 @@ def write_eval_job(
             "num_reference": 1500,
             "per_class": samples // 10,
             "reference": "DigitsDataModule train split",
-            "sampler": "ddim",
+            "sampler": sampler,
             "source": "ckpt tiny.ckpt",
             "steps": steps,
+            "nfe": nfe if nfe is not None else steps * (1 if w == 0 else 2),
             "w": w,
         },
-        "quality/fid": fake_fid(w, steps),
+        "quality/fid": fid if fid is not None else fake_fid(w, steps),
         "quality/fid_class/0": 30.0,
         "quality/kid": 0.01 * w,
         "quality/kid_std": 0.001,
@@ -105,13 +113,13 @@ def test_report_writes_a_row_per_job_the_best_jobs_and_the_figure(sweep, capsys)
     rows = [line for line in text.splitlines() if line.startswith("|")]
     assert rows == [line for line in out if line.startswith("|")]  # the table is printed too
     assert rows[0] == (
-        "| job | overrides | sampler | w | steps | samples | FID | KID | precision | recall "
+        "| job | overrides | sampler | w | steps | nfe | samples | FID | KID | precision | recall "
         "| label fidelity (%) |"
     )
     assert len(rows) == 2 + 12
     # Job 9: steps 50, w=1.8, FID 15, KID 0.018 ± 0.001, label fidelity 0.5 + 0.09 + 0.01.
     assert rows[11] == (
-        "| 9 | `sampler.steps=50 w=1.8` | ddim | 1.8 | 50 | 100 | 15.00 | 0.0180 ± 0.0010 "
+        "| 9 | `sampler.steps=50 w=1.8` | ddim | 1.8 | 50 | 100 | 100 | 15.00 | 0.0180 ± 0.0010 "
         "| 0.582 | 0.410 | 60.00 |"
     )
     assert (
@@ -124,6 +132,9 @@ def test_report_writes_a_row_per_job_the_best_jobs_and_the_figure(sweep, capsys)
     )
     assert f"![report_guidance]({FIGURE})" in text
     assert (sweep / FIGURE).read_bytes()[:4] == b"\x89PNG"
+    # Two step counts at the same w: the cost figure too.
+    assert f"![report_steps]({STEPS_FIGURE})" in text
+    assert (sweep / STEPS_FIGURE).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_the_figure_has_a_line_per_step_count_against_w(sweep):
@@ -185,3 +196,83 @@ def test_a_damaged_metrics_file_is_one_line(sweep, metrics, says, capsys):
     assert exit_info.value.code == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: ") and says in line
+
+
+# A sweep over samplers, steps and the guidance interval at w = 1.8 (the ancestral job run
+# into the same folder): (overrides, sampler, steps, nfe, FID, label fidelity).
+DPM = "sampler=dpmpp_2m"
+NO_BAND = "sampler.guidance_interval=null"
+BAND = "sampler.guidance_interval=[100,400]"
+COST_JOBS = [
+    (["sampler=ancestral"], "ancestral", 500, 1000, 20.0, 0.70),
+    (["sampler=ddim", "sampler.steps=10"], "ddim", 10, 20, 40.0, 0.50),
+    (["sampler=ddim", "sampler.steps=50"], "ddim", 50, 100, 22.0, 0.66),
+    ([DPM, "sampler.steps=20", NO_BAND], "dpmpp_2m", 20, 40, 21.0, 0.68),
+    ([DPM, "sampler.steps=10", NO_BAND], "dpmpp_2m", 10, 20, 25.0, 0.62),
+    ([DPM, "sampler.steps=10", BAND], "dpmpp_2m", 10, 16, 24.0, 0.61),
+    ([DPM, "sampler.steps=20", BAND], "dpmpp_2m", 20, 33, 20.5, 0.69),
+]
+
+
+@pytest.fixture
+def cost_sweep(tmp_path) -> Path:
+    folder = tmp_path / "2026-11-27" / "09-00-00"
+    for num, (overrides, sampler, steps, nfe, fid, fidelity) in enumerate(COST_JOBS):
+        job = folder / f"{num}_{','.join(overrides)}"
+        write_eval_job(job, overrides, 1.8, steps, 1000, fidelity, True, sampler, nfe, fid)
+    return folder
+
+
+def test_a_sweep_over_samplers_and_steps_gets_quality_against_network_evaluations(cost_sweep):
+    figure = steps_figure(read_jobs(cost_sweep), "title")
+    fid, fidelity = figure.axes
+    assert [ax.get_ylabel() for ax in figure.axes] == ["FID", "label fidelity (%)"]
+    assert all(ax.get_xlabel() == "network evaluations per image" for ax in figure.axes)
+    assert all(ax.get_xscale() == "log" for ax in figure.axes)
+    lines = {
+        line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in fid.lines
+    }
+    unset = "sampler.guidance_interval=(unset)"
+    assert lines == {
+        f"sampler=ancestral {unset}": ([1000], [20.0]),
+        f"sampler=ddim {unset}": ([20, 100], [40.0, 22.0]),
+        "sampler=dpmpp_2m sampler.guidance_interval=null": ([20, 40], [25.0, 21.0]),
+        "sampler=dpmpp_2m sampler.guidance_interval=[100,400]": ([16, 33], [24.0, 20.5]),
+    }
+    assert list(fidelity.lines[3].get_ydata()) == pytest.approx([61.0, 69.0])
+    ticks = [label.get_text() for label in fid.get_xticklabels()]
+    assert ticks == ["16", "20", "33", "40", "100", "1000"]
+
+
+def test_the_report_of_such_a_sweep_has_an_nfe_column_and_both_figures(cost_sweep, capsys):
+    report.main([str(cost_sweep)])
+    text = (cost_sweep / "report.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [row.split(" | ")[2:6] for row in rows] == [
+        [sampler, "1.8", str(steps), str(nfe)] for _, sampler, steps, nfe, _, _ in COST_JOBS
+    ]
+    assert f"![report_steps]({STEPS_FIGURE})" in text
+    assert (cost_sweep / STEPS_FIGURE).read_bytes()[:4] == b"\x89PNG"
+    assert "Lowest FID at 1,000 generated images: job 0 (`sampler=ancestral`" in text
+
+
+def test_a_sweep_over_w_alone_gets_no_cost_figure(tmp_path):
+    """w = 0 halves the evaluations per step, but w has its own figure."""
+    sweep = tmp_path / "sweep"
+    for num, w in enumerate([0, 1.8]):
+        write_eval_job(sweep / f"{num}_w={w}", [f"w={w}"], w, 50)
+    written = [path.name for path in report_evaluate_sweep(sweep, job_dirs(sweep))]
+    assert written == ["report.md", FIGURE]
+
+
+def test_jobs_evaluated_before_nfe_was_recorded_are_left_out_of_the_cost_figure(cost_sweep):
+    metrics_file = next(cost_sweep.glob("1_*")) / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    del metrics["protocol"]["nfe"]
+    metrics_file.write_text(json.dumps(metrics))
+    jobs = read_jobs(cost_sweep)
+    assert jobs[1].nfe == "unknown"
+    [ddim] = [
+        line for line in steps_figure(jobs, "title").axes[0].lines if "ddim" in line.get_label()
+    ]
+    assert list(ddim.get_xdata()) == [100]

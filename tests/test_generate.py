@@ -77,6 +77,8 @@ def test_generate_writes_a_complete_verified_set(ckpt, tmp_path):
         "eta": 0.0,
         "clip_x0": True,
         "spacing": "uniform",
+        "guidance_interval": None,
+        "nfe": 10,  # 5 guided steps, 2 network evaluations each
     }
     assert (manifest["w"], manifest["seed"], manifest["precision"]) == (1.8, 0, "32-true")
     assert manifest["class_names"] == [str(k) for k in range(10)]
@@ -95,6 +97,22 @@ def test_ancestral_sampler_records_all_T_steps(ckpt, tmp_path):
     manifest = read_generated_set(tmp_path / "set").manifest
     assert manifest["sampler"]["name"] == "ancestral" and manifest["sampler"]["steps"] == 20
     assert not (tmp_path / "set" / "contact_sheet.png").exists()
+
+
+def test_dpm_solver_sets_record_the_guidance_interval_and_network_evaluations(ckpt, tmp_path):
+    dpm = ["sampler=dpmpp_2m", "sampler.steps=4", "sampler.guidance_interval=[5,15]"]
+    generate(compose_generate(ckpt, tmp_path / "set", "contact_sheet=false", sampler=dpm))
+    gen = read_generated_set(tmp_path / "set")
+    assert gen.images.shape == (30, 1, 8, 8) and gen.images.dtype == torch.uint8
+    # linspace visits 19, 14, 10 and 5; the last three lie in [5, 15] and are guided.
+    assert gen.manifest["sampler"] == {
+        "name": "dpmpp_2m",
+        "steps": 4,
+        "spacing": "linspace",
+        "clip_x0": True,
+        "guidance_interval": [5, 15],
+        "nfe": 1 + 3 * 2,
+    }
 
 
 class Killed(Exception):

@@ -249,3 +249,21 @@ def test_final_grid_is_sampled_with_ema_weights_before_teardown(compose_train, m
     assert (Path(cfg.output_dir) / "samples_final.png").is_file()
     module, _ = load_ddpm(Path(cfg.output_dir) / "checkpoints" / "last.ckpt")
     torch.testing.assert_close(weights_at_final_grid[0], module.net.conv_in.weight)
+
+
+def test_sample_grids_use_the_dpm_solver_when_configured(compose_train, monkeypatch):
+    import diffusion_lab.diffusion as diffusion
+
+    steps_seen: list[int] = []
+    real = diffusion.dpmpp_2m_sample
+
+    def spy(*args, **kwargs):
+        steps_seen.append(kwargs["steps"])
+        return real(*args, **kwargs)
+
+    # Hydra looks the sampler's _target_ up when the callbacks are built.
+    monkeypatch.setattr(diffusion, "dpmpp_2m_sample", spy)
+    cfg = compose_train("sampler=dpmpp_2m", "sampler.steps=3", "epochs=1")
+    train(cfg)
+    assert steps_seen == [3]  # the final grid (one epoch: no per-epoch grid before it)
+    assert (Path(cfg.output_dir) / "samples_final.png").read_bytes()[:4] == b"\x89PNG"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -32,3 +34,17 @@ def guided_eps(
         net(torch.cat([xt, xt]), torch.cat([t, t]), torch.cat([labels, null])).to(xt.dtype).chunk(2)
     )
     return (1 + w) * eps_cond - w * eps_null
+
+
+def guidance_weight(t: int, w: float, interval: Sequence[int] | None) -> float:
+    """The guidance weight at index t: w inside the guidance interval, 0 outside it.
+
+    `interval` is [t_lo, t_hi] in 0-based schedule indices, both ends included; None guides at
+    every t. Kynkäänniemi et al. 2024 guide only in a middle band of noise levels: guidance at
+    high noise pulls the samples towards few modes, at low noise it does little. Outside the band
+    the sampler takes the conditional eps (w = 0 in `guided_eps`: one network pass, not two).
+    """
+    if interval is None:
+        return w
+    t_lo, t_hi = interval
+    return w if t_lo <= t <= t_hi else 0.0

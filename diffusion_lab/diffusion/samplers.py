@@ -6,13 +6,13 @@ The caller owns the initial noise x_T and the generator, so a sample is reproduc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from diffusion_lab.diffusion.guidance import guided_eps
+from diffusion_lab.diffusion.guidance import guidance_weight, guided_eps
 from diffusion_lab.diffusion.schedules import NoiseSchedule
 
 Variance = Literal["fixed_small", "fixed_large"]
@@ -44,12 +44,14 @@ def ancestral_sample(
     null_label: int,
     variance: Variance = "fixed_small",
     clip_x0: bool = True,
+    guidance_interval: Sequence[int] | None = None,
     progress: Progress | None = None,
 ) -> Tensor:
     """DDPM ancestral sampling (Algorithm 2) with classifier-free guidance.
 
     x_T: initial noise (B, C, H, W); labels: (B,) class indices. Returns x_0 in [-1, 1] when
-    clip_x0, else unclipped. `progress` wraps the step iterator (e.g. tqdm) for a progress bar.
+    clip_x0, else unclipped. Guidance applies at the indices of `guidance_interval` [t_lo, t_hi]
+    (inclusive; None: all). `progress` wraps the step iterator (e.g. tqdm) for a progress bar.
     """
     sigmas = step_variance(schedule, variance).sqrt()
     steps: Iterable[int] = range(schedule.T - 1, -1, -1)
@@ -58,7 +60,7 @@ def ancestral_sample(
     x = x_T
     for step in steps:
         t = torch.full((x.shape[0],), step, device=x.device, dtype=torch.long)
-        eps = guided_eps(net, x, t, labels, w, null_label)
+        eps = guided_eps(net, x, t, labels, guidance_weight(step, w, guidance_interval), null_label)
         # Predict x0 (eq. 15), optionally clip it to the data range, take the posterior mean (7).
         x0 = schedule.predict_x0(x, t, eps)
         if clip_x0:
@@ -108,12 +110,15 @@ def ddim_sample(
     eta: float = 0.0,
     clip_x0: bool = True,
     spacing: Spacing = "uniform",
+    guidance_interval: Sequence[int] | None = None,
     progress: Progress | None = None,
 ) -> Tensor:
     """DDIM sampling (Song et al. 2021, eq. 12) over `steps` of the T indices, with guidance.
 
     eta=0 is deterministic given x_T; eta=1 with steps=T is DDPM ancestral sampling with the
-    posterior variance. x_T: (B, C, H, W); labels: (B,). Returns x_0 (in [-1, 1] when clip_x0).
+    posterior variance. Guidance applies at the visited indices inside `guidance_interval`
+    [t_lo, t_hi] (inclusive; None: all). x_T: (B, C, H, W); labels: (B,). Returns x_0 (in
+    [-1, 1] when clip_x0).
     """
     if eta < 0:
         raise ValueError(f"eta={eta}: must be >= 0")
@@ -126,7 +131,9 @@ def ddim_sample(
     for t in timesteps:
         a_t, a_prev = alpha_bars[t], alpha_bars[prev_of[t]] if prev_of[t] >= 0 else 1.0
         t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        eps = guided_eps(net, x, t_batch, labels, w, null_label)
+        eps = guided_eps(
+            net, x, t_batch, labels, guidance_weight(t, w, guidance_interval), null_label
+        )
         x0 = schedule.predict_x0(x, t_batch, eps)
         if clip_x0:
             # Recompute eps from the clipped x0 so both terms of eq. 12 describe the same x0:

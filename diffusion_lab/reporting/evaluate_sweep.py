@@ -3,12 +3,15 @@
 `report_evaluate_sweep(SWEEP_DIR, JOBS)` reads each finished job's metrics.json (its
 `quality/*` numbers and `protocol`) and `.hydra/overrides.yaml`, prints the table and writes
 into the sweep folder
-- `report.md`: one row per job (sampler, w, steps, sample count, FID, KID ± std, precision,
-  recall, label fidelity where measured), the job with the lowest FID (per sample count) and
-  the one with the highest label fidelity;
+- `report.md`: one row per job (sampler, w, steps, network evaluations per image, sample
+  count, FID, KID ± std, precision, recall, label fidelity where measured), the job with the
+  lowest FID (per sample count) and the one with the highest label fidelity;
 - `report_guidance.png`: FID, precision/recall and label fidelity (where measured) against w,
   one line per combination of the other swept overrides (the step count); against the steps
-  where w is the same in every job.
+  where w is the same in every job;
+- `report_steps.png`, where the jobs differ in network evaluations per image (a sweep over
+  samplers, steps, guidance interval): FID and label fidelity against them (log x), one line
+  per combination of the overrides other than `sampler.steps` (sampler, interval, w).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from diffusion_lab.errors import DataError
@@ -35,10 +39,11 @@ from diffusion_lab.reporting.sweeps import (
 )
 
 FIGURE = "report_guidance.png"
+STEPS_FIGURE = "report_steps.png"
 # Below this many generated images FID is biased upward (the count papers report at).
 PAPER_SAMPLES = 50_000
-# The override that sets each x axis of the figure.
-AXIS_OVERRIDES = {"w": "w", "steps": "sampler.steps"}
+# The override that moves the jobs along each x axis of the figures.
+AXIS_OVERRIDES = {"w": "w", "steps": "sampler.steps", "nfe": "sampler.steps"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class EvalJob:
     sampler: str
     w: float | str
     steps: int | str
+    nfe: int | str
     samples: int
     fid: float
     kid: float
@@ -79,6 +85,8 @@ def read_eval_job(folder: Path, overrides: list[str], label: str) -> EvalJob:
             sampler=str(protocol["sampler"]),
             w=protocol["w"],
             steps=protocol["steps"],
+            # Jobs evaluated before nfe was recorded, and sets whose manifest lacks it.
+            nfe=protocol.get("nfe", "unknown"),
             samples=int(protocol["num_generated"]),
             fid=float(metrics["quality/fid"]),
             kid=float(metrics["quality/kid"]),
@@ -156,6 +164,39 @@ def guidance_figure(jobs: list[EvalJob], title: str) -> Figure:
     return figure
 
 
+def has_cost_axis(jobs: list[EvalJob]) -> bool:
+    """Whether jobs with the same w differ in network evaluations per image (a sweep over w
+    alone moves them too, between 1 and 2 per step, but has its own figure)."""
+    return any(
+        len({j.nfe for j in jobs if j.w == w and isinstance(j.nfe, int)}) > 1
+        for w in {j.w for j in jobs}
+    )
+
+
+def log_x(ax: Axes) -> None:
+    """A log x axis that keeps the ticks at the values drawn."""
+    ticks = list(ax.get_xticks())
+    ax.set_xscale("log")
+    ax.set_xticks(ticks, labels=[f"{v:g}" for v in ticks])
+    ax.minorticks_off()
+
+
+def steps_figure(jobs: list[EvalJob], title: str) -> Figure:
+    """FID and label fidelity (%, where measured) against network evaluations per image."""
+    panels = {"FID": {"FID": lines_of(jobs, "nfe", lambda j: j.fid)}}
+    fidelity = lines_of(
+        jobs, "nfe", lambda j: None if j.label_fidelity is None else 100 * j.label_fidelity
+    )
+    if fidelity:
+        panels["label fidelity (%)"] = {"label fidelity": fidelity}
+    counts = ", ".join(f"{n:,}" for n in sample_counts(jobs))
+    note = f"{counts} generated images per job: FID compares only at the same sample count"
+    figure = swept_lines_figure("network evaluations per image", panels, f"{title}\n{note}")
+    for ax in figure.axes:
+        log_x(ax)
+    return figure
+
+
 def percent(value: float | None) -> str:
     return "" if value is None else f"{100 * value:.2f}"
 
@@ -163,12 +204,14 @@ def percent(value: float | None) -> str:
 def table_lines(jobs: list[EvalJob]) -> list[str]:
     """The markdown table: one row per job."""
     fidelity = any(j.label_fidelity is not None for j in jobs)
-    header = "| job | overrides | sampler | w | steps | samples | FID | KID | precision | recall |"
+    header = (
+        "| job | overrides | sampler | w | steps | nfe | samples | FID | KID | precision | recall |"
+    )
     lines = [header + (" label fidelity (%) |" if fidelity else "")]
     lines.append("|" + " --- |" * (header.count("|") - 1 + fidelity))
     for j in jobs:
         row = (
-            f"| {j.number} | `{j.label}` | {j.sampler} | {j.w} | {j.steps} | {j.samples} "
+            f"| {j.number} | `{j.label}` | {j.sampler} | {j.w} | {j.steps} | {j.nfe} | {j.samples} "
             f"| {j.fid:.2f} | {j.kid:.4f} ± {j.kid_std:.4f} | {j.precision:.3f} | {j.recall:.3f} |"
         )
         lines.append(row + (f" {percent(j.label_fidelity)} |" if fidelity else ""))
@@ -195,14 +238,15 @@ def best_lines(jobs: list[EvalJob]) -> list[str]:
     return lines
 
 
-def report_markdown(sweep_dir: Path, jobs: list[EvalJob]) -> str:
-    """report.md: the protocol, the table, the best jobs and the figure."""
+def report_markdown(sweep_dir: Path, jobs: list[EvalJob], figures: list[str]) -> str:
+    """report.md: the protocol, the table, the best jobs and the figures."""
     references = "; ".join(dict.fromkeys(j.reference for j in jobs))
     intro = (
         f"{len(jobs)} evaluate jobs against {references}. FID is biased upward below "
         f"{PAPER_SAMPLES:,} generated images: compare only rows with the same sample count. "
         "KID is the mean ± std over its subsets; label fidelity is the reference classifier's "
-        "accuracy on the generated images."
+        "accuracy on the generated images; nfe: network evaluations per image (2 for a guided "
+        "step, 1 for an unguided one)."
     )
     return (
         "\n\n".join(
@@ -211,7 +255,7 @@ def report_markdown(sweep_dir: Path, jobs: list[EvalJob]) -> str:
                 intro,
                 "\n".join(table_lines(jobs)),
                 "\n".join(f"- {line}" for line in best_lines(jobs)),
-                f"![{FIGURE.removesuffix('.png')}]({FIGURE})",
+                *(f"![{name.removesuffix('.png')}]({name})" for name in figures),
             ]
         )
         + "\n"
@@ -229,9 +273,11 @@ def report_evaluate_sweep(sweep_dir: Path, folders: list[Path]) -> list[Path]:
         for folder, job, label in zip(folders, overrides, labels, strict=True)
     ]
     title = f"{sweep_name(sweep_dir)} ({differing_note(overrides)}): sample quality"
-    figure = save_figure(guidance_figure(jobs, title), sweep_dir / FIGURE)
+    figures = [save_figure(guidance_figure(jobs, title), sweep_dir / FIGURE)]
+    if has_cost_axis(jobs):
+        figures.append(save_figure(steps_figure(jobs, title), sweep_dir / STEPS_FIGURE))
     report = sweep_dir / "report.md"
     with atomic_path(report) as tmp:
-        tmp.write_text(report_markdown(sweep_dir, jobs))
+        tmp.write_text(report_markdown(sweep_dir, jobs, [f.name for f in figures]))
     print("\n".join([*table_lines(jobs), "", *best_lines(jobs)]))
-    return [report, figure]
+    return [report, *figures]
