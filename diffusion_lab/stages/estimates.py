@@ -31,11 +31,6 @@ def _seconds_per_call(call: Callable[[], object], device: torch.device) -> float
     return (time.perf_counter() - start) / TIMED_PASSES
 
 
-def network_evals_per_image(sampler: DictConfig, T: int) -> int:  # TODO(wire): issue 17's
-    steps = sampler.get("steps", T)
-    return steps * (2 if sampler.get("w", 0) > 0 else 1)
-
-
 def network_evals_per_s(ckpt: str, batch: int, device: torch.device) -> float:
     """Images per second through one forward pass of a trained run's network."""
     run = TrainedRun.load(ckpt, map_location=device).to(device)

@@ -7,9 +7,9 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from diffusion_lab.config import sampler_nfe
 from diffusion_lab.stages import compose
 from diffusion_lab.stages.context import StageContext
-from diffusion_lab.stages.estimates import network_evals_per_image
 from diffusion_lab.stages.training import run_training, sized_steps, with_budget, with_length
 
 # Kept free after the last step for the final sample grid and checkpoint, as a share of the run.
@@ -25,7 +25,7 @@ def final_grid_s(cfg: DictConfig, probe: dict[str, float]) -> float:
         return 0.0
     images = grid.per_class * cfg.data.num_classes
     evals_per_s = TRAINING_STEP_FORWARDS * cfg.batch_size / probe["step_s"]
-    return images * network_evals_per_image(cfg.sampler, cfg.T) / evals_per_s
+    return images * sampler_nfe(cfg.sampler, cfg.T, cfg.w) / evals_per_s
 
 
 def train_stage(ctx: StageContext) -> dict[str, Any]:

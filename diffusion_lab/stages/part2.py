@@ -13,16 +13,13 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from diffusion_lab.config import sampler_nfe
 from diffusion_lab.evaluate import evaluate
 from diffusion_lab.generate import generate
 from diffusion_lab.stages import compose
 from diffusion_lab.stages.budget import largest_fitting
 from diffusion_lab.stages.context import StageContext
-from diffusion_lab.stages.estimates import (
-    feature_images_per_s,
-    network_evals_per_image,
-    network_evals_per_s,
-)
+from diffusion_lab.stages.estimates import feature_images_per_s, network_evals_per_s
 
 # Model loading, compilation and writing, on top of the measured rates.
 GENERATE_OVERHEAD_S = 10.0
@@ -35,7 +32,7 @@ class PartSkipped(Exception):
 
 def images_per_s_of(ctx: StageContext, sampler: DictConfig, T: int, ckpt: str) -> float:
     """Generated images per second here: network passes per second over passes per image."""
-    evals = network_evals_per_image(sampler, T)
+    evals = sampler_nfe(sampler, T, ctx.cfg.w)
     batch = min(ctx.cfg.study.generate.batch_size, 256)
     return network_evals_per_s(ckpt, batch, ctx.device) / evals
 
