@@ -95,7 +95,7 @@ def check_stage_configs(cfg: DictConfig, stages: Sequence[str], root: Path) -> N
         if weights is None:
             raise ConfigError(NO_WEIGHTS)
         require(Path(weights).is_file(), "features.weights", str(weights), "no such file")
-        classifier = cfg.study.evaluate.reference_classifier
+        classifier = compose.reference_classifier(cfg)
         require(
             classifier is None or Path(classifier).is_file(),
             "study.evaluate.reference_classifier",

@@ -118,6 +118,22 @@ def generate_config(cfg: DictConfig, ckpt: Path, out: Path, per_class: int) -> D
     )
 
 
+# The committed CIFAR-10 reference CNN of label fidelity (76.7 % test accuracy), in a checkout.
+CIFAR10_REFERENCE = (
+    Path(__file__).resolve().parents[2] / "experiments/quality/reference_classifier/reference.ckpt"
+)
+
+
+def reference_classifier(cfg: DictConfig) -> str | None:
+    """study.evaluate.reference_classifier, with `auto`: the committed CIFAR-10 reference for
+    CIFAR-10 at 32x32 where the checkout has it, else none (label fidelity not measured)."""
+    setting = cfg.study.evaluate.reference_classifier
+    if setting != "auto":
+        return setting
+    cifar = choice("data", "cifar10") == "cifar10" and cfg.img_size == 32
+    return str(CIFAR10_REFERENCE) if cifar and CIFAR10_REFERENCE.is_file() else None
+
+
 def evaluate_config(cfg: DictConfig, source: Sequence[str], output_dir: Path) -> DictConfig:
     """evaluate's config for `source` (`set=PATH` or `ckpt=PATH per_class=N`) on the study's
     data, with the study's evaluate settings."""
@@ -129,7 +145,7 @@ def evaluate_config(cfg: DictConfig, source: Sequence[str], output_dir: Path) ->
             *data_overrides(cfg),
             *sampler_overrides(cfg),
             f"output_dir={override_value(str(output_dir))}",
-            f"reference_classifier={override_value(settings.reference_classifier)}",
+            f"reference_classifier={override_value(reference_classifier(cfg))}",
             f"reference.per_class={override_value(settings.reference_per_class)}",
             f"seed={cfg.study.generate.seed}",
             # Grey data (the digits): FID etc. comparable between models on this data only;

@@ -133,6 +133,15 @@ def quality_section(ctx: StageContext) -> list[str]:
             lines.append(f"| {label} | {value} |")
     protocol = evaluate.get("protocol", {})
     lines += ["", "Protocol: " + "; ".join(f"{k} {v}" for k, v in protocol.items()), ""]
+    if ctx.cfg.data.channels == 1:
+        lines += [
+            "**Grey images**: the Inception network was trained on colour photographs; these "
+            "numbers (computed with `features.allow_grey`) compare models on this data only, "
+            "never with published CIFAR-10 numbers.",
+            "",
+        ]
+    if "quality/label_fidelity" not in metrics:
+        lines += ["Label fidelity: not measured (no reference classifier for this data).", ""]
     per_class = {k.rsplit("/", 1)[1]: v for k, v in metrics.items() if "/fid_class/" in k}
     if per_class:
         lines += ["Per-class FID: " + ", ".join(f"{k} {v:.1f}" for k, v in per_class.items()), ""]
