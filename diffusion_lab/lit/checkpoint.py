@@ -273,7 +273,8 @@ class RandomState(pl.Callback):
         return {"ranks": gather_states(self._trainer)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._to_restore = state_dict["ranks"]
+        # Checkpoints written before the states were saved per process hold one state.
+        self._to_restore = state_dict.get("ranks", [state_dict])
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._to_restore is None:
