@@ -30,8 +30,9 @@ NOISE = re.compile(r"^(Config search path:|\tprovider=|See https://hydra\.cc)")
 
 
 def parse(overrides: Sequence[str]) -> list[Override]:
-    """The overrides parsed; a syntax error names the override it is in."""
-    parser = OverridesParser.create()
+    """The overrides parsed (a sweep over `glob(...)` lists the group's options); a syntax
+    error names the override it is in."""
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
     for text in overrides:
         try:
             parser.parse_override(text)
