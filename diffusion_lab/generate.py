@@ -27,7 +27,7 @@ from lightning_fabric import Fabric
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from diffusion_lab.cli import hydra_main, print_summary, write_json
+from diffusion_lab.cli import hydra_main, os_error_line, print_summary, write_json
 from diffusion_lab.config import (
     is_int,
     is_number,
@@ -223,6 +223,10 @@ def open_set(fabric: Fabric, root: Path, wanted: dict, export: str | None, held:
             manifest = open_for_writing(root, wanted)
         except UserFacingError as err:
             error = str(err)
+        except OSError as err:  # a folder that cannot be written: its one line, for every rank
+            error = os_error_line(err)
+            if error is None:
+                raise
     # Broadcast the refusal too, so no rank waits forever at the next collective.
     manifest, error = fabric.broadcast((manifest, error), src=0)
     if error is not None:
