@@ -14,15 +14,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import hydra
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from diffusion_lab import fitting
-from diffusion_lab.cli import CONFIG_PATH, print_summary, report_user_errors
+from diffusion_lab.cli import hydra_main, print_summary
 from diffusion_lab.config import validate_classify_config
 from diffusion_lab.data import ClassificationDataModule
+from diffusion_lab.data.image_folder import infer_num_classes
 from diffusion_lab.lit.classifier import ClassifierModule
 
 # The study's key settings: in every run's HParams entry, whether set or not (nulls left out).
@@ -78,6 +78,7 @@ def final_metrics(
 
 def classify(cfg: DictConfig) -> dict[str, Any]:
     """Validate, fit, test once, then write metrics.json and the HParams entry."""
+    infer_num_classes(cfg.data)
     validate_classify_config(cfg, swept_modes())
     resolve_mode(cfg)
     fitted = fitting.fit(cfg, cfg.datamodule)
@@ -93,8 +94,7 @@ def classify(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="classify")
-@report_user_errors
+@hydra_main("classify")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the test accuracy for sweepers that optimise it."""
     return classify(cfg)["test/acc"]

@@ -17,15 +17,19 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+import hydra
 from hydra import compose, initialize_config_dir, initialize_config_module
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException, InstantiationException
+from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from diffusion_lab.errors import UserFacingError
 from diffusion_lab.files import atomic_path
+from diffusion_lab.overrides import check_command_line
+from diffusion_lab.overrides import compose as compose_checked
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -113,11 +117,8 @@ def compose_config(name: str, overrides: Sequence[str] = ()) -> DictConfig:
 def compose_user_config(name: str, overrides: Sequence[str], *fixed: str) -> DictConfig:
     """compose_config for overrides typed on a non-Hydra command line (bench), plus `fixed`
     ones: Hydra's refusal (unknown key or group option, bad syntax) becomes one user error."""
-    try:
-        return compose_config(name, [*overrides, *fixed])
-    except HydraException as err:
-        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-        raise UserFacingError(f"overrides {' '.join(overrides)}: {message}") from None
+    with config_source():
+        return compose_checked(name, [*overrides, *fixed], RunMode.RUN)
 
 
 R = TypeVar("R")
@@ -209,6 +210,41 @@ def report_user_errors(task: Callable[..., R]) -> Callable[..., R | None]:
             sys.exit(getattr(cause, "exit_status", 2))
 
     return wrapper
+
+
+def hydra_main(config_name: str) -> Callable[[Callable[[DictConfig], R]], Callable[[], None]]:
+    """The entry point of a Hydra command: `@hydra.main` on the config `config_name` around the
+    task, which reports user errors (`report_user_errors`).
+
+    What Hydra itself would refuse after parsing the command line (an unknown key or config
+    group option, bad override syntax, a run folder that cannot be made) is checked first, by
+    composing the config as Hydra will, and reported the same way: one line, exit status 2.
+    --help, --cfg, --info and the rest of Hydra's flags go to Hydra unchecked, and so does a
+    command with another config folder (--config-dir, --config-path), which this check would
+    not see.
+    """
+
+    def decorate(task: Callable[[DictConfig], R]) -> Callable[[], None]:
+        app = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=config_name)(
+            report_user_errors(task)
+        )
+
+        @functools.wraps(task)
+        def main() -> None:
+            # Hydra's own parser (hydra.main uses it on the same sys.argv).
+            args = get_args_parser().parse_args()
+            shows = args.help or args.hydra_help or args.cfg or args.info or args.shell_completion
+            other = args.config_dir or args.config_path or args.experimental_rerun
+            if not shows and not other:
+                with config_source():
+                    report_user_errors(check_command_line)(
+                        args.config_name or config_name, args.overrides, args.multirun
+                    )
+            app()
+
+        return main
+
+    return decorate
 
 
 def print_summary(command: str, result: str, outputs: str | Path) -> None:

@@ -14,12 +14,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from diffusion_lab.cli import CONFIG_PATH, report_user_errors, write_json
+from diffusion_lab.cli import hydra_main, write_json
 from diffusion_lab.config import is_int, is_number, require, require_gpu_if_asked
+from diffusion_lab.data.image_folder import infer_num_classes
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.evaluation import (
     Features,
@@ -33,6 +33,8 @@ from diffusion_lab.evaluation import (
     reference_features,
     resolve_device,
 )
+from diffusion_lab.evaluation_memory import check_evaluate_memory
+from diffusion_lab.files import check_folder_can_be_made
 from diffusion_lab.fitting import hparams_table, write_hparams
 from diffusion_lab.plotting import nearest_pairs_figure, save_figure
 
@@ -98,6 +100,7 @@ def validate_evaluate_config(cfg: DictConfig) -> None:
     )
     require_gpu_if_asked("device", cfg.device, "use device=cpu or auto")
     validate_image_shape(cfg.data.channels, cfg.img_size, cfg.features)
+    check_folder_can_be_made("cache_dir", cfg.cache_dir)
 
 
 def validate_image_shape(channels: int, img_size: int, features: DictConfig) -> None:
@@ -173,12 +176,14 @@ def record(
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Validate, build features of the reference and the generated images, measure, record."""
+    infer_num_classes(cfg.data)
     validate_evaluate_config(cfg)
     device = resolve_device(cfg.device)
     make_generated, protocol = generated_images(cfg, device)
     network = load_features(cfg, device)
     reference = load_reference(cfg)
     real_images, real_labels, names = load_reference_images(cfg)
+    check_evaluate_memory(cfg, protocol["per_class"], len(real_labels))
     real = Features(reference_features(cfg, network, real_images, real_labels), real_labels)
     images, labels = make_generated()
     generated = Features(features_of(network, images, "generated"), labels)
@@ -208,8 +213,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="evaluate")
-@report_user_errors
+@hydra_main("evaluate")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     evaluate(cfg)

@@ -14,6 +14,7 @@ from diffusion_lab.cli import ArgumentParser, print_summary, report_user_errors
 from diffusion_lab.data.export import export_png
 from diffusion_lab.data.generated import read_generated_set
 from diffusion_lab.data.image_files import DEFAULT_THREADS
+from diffusion_lab.files import check_folder_can_be_made
 
 
 def parse_args(argv: list[str] | None = None) -> Namespace:
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     """Verify the set, export it, say where it went."""
     args = parse_args(argv)
     out = args.out if args.out is not None else args.set_dir / "png"
+    check_folder_can_be_made("--out", out)
     gen = read_generated_set(args.set_dir)
     written = export_png(gen, out, args.set_dir, args.threads)
     kept = len(gen.labels) - written

@@ -13,15 +13,17 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import math
 import os
 import re
 import secrets
 import socket
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from diffusion_lab.errors import UserFacingError
+from diffusion_lab.errors import ConfigError, UserFacingError
 
 # One hostname label, without dots, so the temporary name splits unambiguously.
 HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or "host"
@@ -172,3 +174,33 @@ def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file: the checksum of shards, checkpoints and weights files."""
     return file_digest(path, "sha256")
+
+
+def human_bytes(n: int) -> str:
+    """1536 -> '1.5 KiB'."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    power = min(int(math.log(max(n, 1), 1024)), len(units) - 1)
+    return f"{n / 1024**power:.1f} {units[power]}" if power else f"{n} B"
+
+
+def existing_ancestor(path: Path) -> Path:
+    """`path` or the nearest of its parents that exists (where it would be made)."""
+    return next(p for p in (path, *path.parents) if p.exists())
+
+
+def check_folder_can_be_made(key: str, folder: str | Path) -> None:
+    """Refuse, before any work, a folder that cannot be made or written into: one on a path
+    through a file (ConfigError), or under a folder this process may not write (the OS's own
+    OSError, naming `folder`, for `report_user_errors` to word).
+
+    The test is the operating system's answer to making a folder there (made and removed at
+    once), so root, ACLs and read-only mounts count as they will for the real folder.
+    """
+    folder = Path(folder).expanduser()
+    ancestor = existing_ancestor(folder.absolute())
+    if not ancestor.is_dir():
+        raise ConfigError(f"{key}={folder}: {ancestor} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".write-test-", dir=ancestor))
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(folder)) from None

@@ -14,7 +14,6 @@ verified, so a second run on the same folder is refused with one line.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import time
@@ -22,14 +21,13 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 from hydra.utils import instantiate
 from lightning_fabric import Fabric
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from diffusion_lab.cli import CONFIG_PATH, print_summary, report_user_errors, write_json
+from diffusion_lab.cli import hydra_main, os_error_line, print_summary, write_json
 from diffusion_lab.config import (
     is_int,
     is_number,
@@ -55,7 +53,13 @@ from diffusion_lab.data.generated import (
     write_shard,
 )
 from diffusion_lab.errors import DataError, UserFacingError
-from diffusion_lab.files import folder_lock, sha256_file
+from diffusion_lab.files import (
+    check_folder_can_be_made,
+    existing_ancestor,
+    folder_lock,
+    human_bytes,
+    sha256_file,
+)
 from diffusion_lab.lit.run import NonFiniteSamples, TrainedRun
 from diffusion_lab.nets.speed import use_tf32
 from diffusion_lab.plotting import class_grid, class_grid_figure, save_figure
@@ -179,11 +183,6 @@ def make_my_shards(
     return total, clock.images_per_s()
 
 
-def existing_ancestor(path: Path) -> Path:
-    """`path` or the nearest of its parents that exists (where its files would go)."""
-    return next(p for p in (path, *path.parents) if p.exists())
-
-
 def estimated_bytes(root: Path, manifest: dict, export: str | None) -> int:
     """Disk space the set (and its PNG export) will take beyond its shards already in `root`,
     about; arithmetic and one folder listing, so a set of millions of shards costs nothing."""
@@ -199,13 +198,6 @@ def estimated_bytes(root: Path, manifest: dict, export: str | None) -> int:
         png_blocks = -(-(image_bytes + PNG_OVERHEAD_BYTES) // block)
         needed += manifest["num_images"] * png_blocks * block
     return max(needed, 0)
-
-
-def human_bytes(n: int) -> str:
-    """1536 -> '1.5 KiB'."""
-    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-    power = min(int(math.log(max(n, 1), 1024)), len(units) - 1)
-    return f"{n / 1024**power:.1f} {units[power]}" if power else f"{n} B"
 
 
 def check_free_space(root: Path, manifest: dict, export: str | None) -> None:
@@ -228,13 +220,16 @@ def open_set(fabric: Fabric, root: Path, wanted: dict, export: str | None, held:
     manifest, error = None, None
     if fabric.is_global_zero:
         try:
-            if root.exists() and not root.is_dir():
-                raise DataError(f"out={root}: is a file, not a folder")
+            check_folder_can_be_made("out", root)
             check_free_space(root, wanted, export)
             held.enter_context(folder_lock(root, "out", LOCK_NAME))
             manifest = open_for_writing(root, wanted)
         except UserFacingError as err:
             error = str(err)
+        except OSError as err:  # a folder that cannot be written: its one line, for every rank
+            error = os_error_line(err)
+            if error is None:
+                raise
     # Broadcast the refusal too, so no rank waits forever at the next collective.
     manifest, error = fabric.broadcast((manifest, error), src=0)
     if error is not None:
@@ -313,8 +308,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="generate")
-@report_user_errors
+@hydra_main("generate")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     generate(cfg)

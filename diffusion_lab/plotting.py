@@ -15,6 +15,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from diffusion_lab.files import atomic_path
+from diffusion_lab.fonts import label_text
 from diffusion_lab.loss_history import LossHistory
 
 
@@ -52,7 +53,8 @@ def class_grid_figure(grid: Tensor, class_names: Sequence[str], title: str = "")
     ax = fig.subplots()
     ax.imshow(image.squeeze(-1) if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
     centres = [GRID_PADDING + cell * i + (cell - GRID_PADDING) / 2 for i in range(rows)]
-    ax.set_yticks(centres, labels=list(class_names))
+    labels, font = label_text(class_names)
+    ax.set_yticks(centres, labels=labels, **font)
     ax.set_xticks([])
     ax.tick_params(length=0)
     for spine in ax.spines.values():
@@ -132,6 +134,7 @@ def sweep_grid_figure(
     """One panel per job: `rows` holds (label, uint8 (n * K, C, H, W) images, one column per
     class); panels of different image sizes are drawn at the same width."""
     columns = len(class_names)
+    labels, font = label_text(class_names)
     per_class = max(len(images) // columns for _, images in rows)
     fig = Figure(figsize=(1.8 + 0.7 * columns, (0.7 * per_class + 0.25) * len(rows) + 0.6))
     axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
@@ -142,7 +145,7 @@ def sweep_grid_figure(
         ax.set_yticks([])
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
         ax.set_xticks([GRID_PADDING / 2 + cell * (c + 0.5) for c in range(columns)])
-        ax.set_xticklabels(list(class_names) if i == 0 else [], fontsize=7)
+        ax.set_xticklabels(labels if i == 0 else [], fontsize=7, **font)
         ax.xaxis.set_ticks_position("top")
         ax.tick_params(length=0)
         for spine in ax.spines.values():
@@ -186,7 +189,8 @@ def grouped_bars(
         # A single run has no spread: no error bar rather than a bar of zero height.
         stds = None if any(s is None for _, s in values) else [100 * s for _, s in values]
         ax.bar(positions, means, width, yerr=stds, capsize=2, label=label)
-    ax.set_xticks(range(len(classes)), labels=classes, rotation=45, ha="right")
+    labels, font = label_text(classes)
+    ax.set_xticks(range(len(classes)), labels=labels, rotation=45, ha="right", **font)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import warnings
 
-import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from diffusion_lab import fitting
-from diffusion_lab.cli import CONFIG_PATH, print_summary, report_user_errors
+from diffusion_lab.cli import hydra_main, print_summary
 from diffusion_lab.config import validate_train_config
+from diffusion_lab.data.image_folder import infer_num_classes
 from diffusion_lab.lit.callbacks import Throughput
 from diffusion_lab.lit.run import check_resumable
 from diffusion_lab.nets.speed import bf16_usable, resolve_switch, use_tf32
@@ -69,6 +69,7 @@ def usable_precision(precision: str, device: torch.device) -> str:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Validate, build from the config, fit, then write metrics.json and the HParams entry."""
+    infer_num_classes(cfg.data)
     validate_train_config(cfg)
     cfg.trainer.precision = usable_precision(cfg.trainer.precision, training_device(cfg))
     # Resolved before the module is built (and recorded so in the run config).
@@ -95,8 +96,7 @@ def summary(metrics: dict[str, float]) -> str:
     )
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
-@report_user_errors
+@hydra_main("train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the final validation loss for sweepers that optimise it."""
     return train(cfg).get("val/loss")

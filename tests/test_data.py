@@ -48,12 +48,12 @@ def _digits_module(**overrides: object) -> DigitsDataModule:
 
 def test_reader_returns_exact_pixels_labels_and_order(tiny_cifar_dir: TinyCifar) -> None:
     folder, images, labels = tiny_cifar_dir
-    x, y = read_cifar10_split(folder, train=True, checksums=None)
+    x, y = read_cifar10_split(folder, train=True, digests=None)
     assert x.dtype == torch.uint8 and x.shape == (20, 3, 32, 32)
     assert y.dtype == torch.int64
     assert torch.equal(x, images)
     assert torch.equal(y, labels)
-    x_test, y_test = read_cifar10_split(folder, train=False, checksums=None)
+    x_test, y_test = read_cifar10_split(folder, train=False, digests=None)
     assert x_test.shape == (3, 3, 32, 32)
     assert y_test.tolist() == [1, 2, 3]
 
@@ -65,7 +65,7 @@ def test_reader_rows_are_channel_planar(tmp_path: Path) -> None:
     row[0, 2048 + 32 : 2048 + 64] = 7  # second row of the blue plane
     with (tmp_path / "test_batch").open("wb") as f:
         pickle.dump({b"data": row, b"labels": [4]}, f, protocol=2)
-    x, y = read_cifar10_split(tmp_path, train=False, checksums=None)
+    x, y = read_cifar10_split(tmp_path, train=False, digests=None)
     assert (x[0, 0] == 200).all() and (x[0, 1] == 100).all()
     assert (x[0, 2, 1] == 7).all() and x[0, 2].sum() == 7 * 32
     assert y.tolist() == [4]
@@ -138,7 +138,7 @@ def test_malformed_batch_file_names_the_file(tiny_cifar_dir: TinyCifar, content:
     folder, _, _ = tiny_cifar_dir
     (folder / "data_batch_3").write_bytes(content)
     with pytest.raises(DataError, match="data_batch_3") as info:
-        read_cifar10_split(folder, train=True, checksums=None)
+        read_cifar10_split(folder, train=True, digests=None)
     assert "\n" not in str(info.value)
 
 
@@ -147,7 +147,7 @@ def test_wrong_row_length_is_rejected(tiny_cifar_dir: TinyCifar) -> None:
     bad = {b"data": np.zeros((2, 100), dtype=np.uint8), b"labels": [0, 1]}
     (folder / "test_batch").write_bytes(pickle.dumps(bad, protocol=2))
     with pytest.raises(DataError, match="test_batch"):
-        read_cifar10_split(folder, train=False, checksums=None)
+        read_cifar10_split(folder, train=False, digests=None)
 
 
 # --- tensors ---------------------------------------------------------------------------------

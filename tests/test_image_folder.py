@@ -15,6 +15,7 @@ from PIL import Image
 from diffusion_lab.cli import compose_config
 from diffusion_lab.data import ImageFolderDataModule
 from diffusion_lab.data.image_files import centre_square, decode_files, parallel_for
+from diffusion_lab.data.image_folder import infer_num_classes
 from diffusion_lab.data.tensors import resize_uint8
 from diffusion_lab.errors import DataError
 from diffusion_lab.generate import generate
@@ -246,19 +247,29 @@ def test_train_command_with_a_missing_folder_is_one_line(tmp_path):
     assert not run_dir.exists()
 
 
+def test_the_class_count_is_read_from_the_folders_for_image_folders_only(compose_train, tmp_path):
+    make_folder(tmp_path / "images", {"a": 1, "b": 1, "c": 1})
+    cfg = compose_train("data=image_folder", f"data.root={tmp_path / 'images'}")
+    infer_num_classes(cfg.data)
+    assert cfg.data.num_classes == cfg.model.num_classes == 3
+    digits = compose_train("data.num_classes=null")
+    infer_num_classes(digits.data)
+    assert digits.data.num_classes is None
+
+
 def test_train_then_generate_keep_the_folder_class_names(compose_train, tmp_path):
     make_folder(tmp_path / "images", {"zebra": 6, "ant": 6}, size=12)  # resized to img_size=8
     cfg = compose_train(
         "data=image_folder",
         f"data.root={tmp_path / 'images'}",
-        "data.num_classes=2",
         "data.val_size=2",
         "batch_size=4",
         "epochs=1",
         "trainer.limit_train_batches=1",
     )
-    assert cfg.model.num_classes == 2 and cfg.model.in_channels == 3
+    assert cfg.data.num_classes is None  # counted from the folders by train
     assert train(cfg)["global_step"] == 1
+    assert cfg.model.num_classes == 2 and cfg.model.in_channels == 3
     ckpt = Path(cfg.output_dir) / "checkpoints" / "last.ckpt"
     # The folder names are not in the config: train records them for generate.
     overrides = [f"ckpt={ckpt}", f"out={tmp_path / 'set'}", f"output_dir={tmp_path / 'gen'}"]

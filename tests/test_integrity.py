@@ -1,10 +1,11 @@
-"""Data integrity and safe writers: CIFAR-10 checksums and their cache, per-process temporaries,
-fsync before rename, stale temporaries, folder locks, and a kill inside a checkpoint write."""
+"""Data integrity and safe writers: CIFAR-10 content digests and their cache, per-process
+temporaries, fsync before rename, stale temporaries, folder locks, and a kill inside a
+checkpoint write."""
 
 from __future__ import annotations
 
-import hashlib
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -13,17 +14,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
 
 import diffusion_lab.data.checksum_cache as checksum_cache
+import diffusion_lab.data.cifar10 as cifar10
 import diffusion_lab.files as files
-from diffusion_lab.data.cifar10 import (
-    load_cifar10,
-    read_cifar10_split,
-    verify_checksums,
-)
+from diffusion_lab.data.cifar10 import content_digest, load_cifar10, read_cifar10_split
 from diffusion_lab.errors import DataError
 from diffusion_lab.files import (
     HOST,
@@ -39,9 +38,29 @@ from tests.conftest import REPO_ROOT
 PYTHON_ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 
 
-def md5_table(folder: Path) -> dict[str, str]:
-    """The md5 of every file in `folder`, as an injected checksum table."""
-    return {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+def digest_table(folder: Path) -> dict[str, str]:
+    """The content digests of a folder's splits, as an injected table."""
+    table = {}
+    splits = (("train", [f"data_batch_{i}" for i in range(1, 6)]), ("test", ["test_batch"]))
+    for split, names in splits:
+        batches = [unpickle(folder / name) for name in names]
+        rows = np.concatenate([b[b"data"] for b in batches])
+        labels = np.concatenate([np.asarray(b[b"labels"]) for b in batches])
+        table[split] = content_digest(rows, labels)
+    return table
+
+
+def unpickle(path: Path) -> dict:
+    with path.open("rb") as f:
+        return pickle.load(f, encoding="bytes")
+
+
+def rewrite(path: Path, change) -> None:
+    """Load a batch file, let `change` edit its dict, write it back (pickle protocol 2)."""
+    batch = unpickle(path)
+    change(batch)
+    with path.open("wb") as f:
+        pickle.dump(batch, f, protocol=2)
 
 
 def flip_byte(path: Path, offset: int) -> None:
@@ -49,6 +68,22 @@ def flip_byte(path: Path, offset: int) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0xFF
     path.write_bytes(bytes(data))
+
+
+def change_pixel(path: Path, image: int, index: int) -> None:
+    """Add 1 (mod 256) to one pixel value of a batch file, rewritten."""
+
+    def change(batch: dict) -> None:
+        batch[b"data"] = batch[b"data"].copy()
+        batch[b"data"][image, index] += 1
+
+    rewrite(path, change)
+
+
+def pixel_offset(path: Path) -> int:
+    """Where the first image's pixels start in a real batch file (stored as raw bytes)."""
+    first = unpickle(path)[b"data"][0].tobytes()
+    return path.read_bytes().index(first)
 
 
 @pytest.fixture
@@ -60,44 +95,85 @@ def own_cache(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def count_hashing(monkeypatch) -> list[str]:
-    """The names of the files hashed (not read from the cache), in order."""
-    hashed: list[str] = []
-    real = checksum_cache.md5_file
+def count_digests(monkeypatch) -> list[int]:
+    """The image counts of the splits digested (not read from the cache), in order."""
+    digested: list[int] = []
 
-    def counting(path: Path) -> str:
-        hashed.append(path.name)
-        return real(path)
+    def counting(rows, labels) -> str:
+        digested.append(len(rows))
+        return content_digest(rows, labels)
 
-    monkeypatch.setattr(checksum_cache, "md5_file", counting)
-    return hashed
-
-
-# --- CIFAR-10 checksums ------------------------------------------------------------------------
+    monkeypatch.setattr(cifar10, "content_digest", counting)
+    return digested
 
 
-def test_files_matching_the_table_are_read(tiny_cifar_dir, own_cache):
+# --- CIFAR-10 content digests ------------------------------------------------------------------
+
+
+def test_the_digest_ignores_order_and_sees_every_pixel_and_label():
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, 256, size=(6, 3072), dtype=np.uint8)
+    labels = rng.integers(0, 10, size=6)
+    digest = content_digest(rows, labels)
+    order = rng.permutation(6)
+    assert content_digest(rows[order], labels[order]) == digest
+    changed = rows.copy()
+    changed[3, 1000] ^= 1
+    relabelled = labels.copy()
+    relabelled[2] = (relabelled[2] + 1) % 10
+    # The pairing counts too: swapping two images' labels is a change.
+    swapped = labels.copy()
+    swapped[[0, 1]] = labels[[1, 0]]
+    assert labels[0] != labels[1]
+    for other in (content_digest(changed, labels), content_digest(rows, relabelled)):
+        assert other != digest
+    assert content_digest(rows, swapped) != digest
+
+
+def test_a_lossless_repack_in_another_order_is_accepted(tiny_cifar_dir, tmp_path, own_cache):
     folder, images, labels = tiny_cifar_dir
-    x, y = read_cifar10_split(folder, train=True, checksums=md5_table(folder))
-    assert torch.equal(x, images) and torch.equal(y, labels)
+    table = digest_table(folder)
+    # The same 20 training images, shuffled across the five batch files, written in a new order.
+    repack = tmp_path / "repack"
+    shutil.copytree(folder, repack)
+    order = np.random.default_rng(1).permutation(len(labels))
+    rows = images.numpy().reshape(len(labels), -1)[order]
+    for i in range(5):
+        part = slice(4 * i, 4 * (i + 1))
+
+        def refill(batch, part=part):
+            batch[b"data"], batch[b"labels"] = rows[part], labels.numpy()[order][part].tolist()
+
+        rewrite(repack / f"data_batch_{5 - i}", refill)
+    assert (repack / "data_batch_1").read_bytes() != (folder / "data_batch_1").read_bytes()
+    x, y = read_cifar10_split(repack, train=True, digests=table)
+    read = zip(y.tolist(), x.reshape(20, -1).tolist(), strict=True)
+    written = zip(labels.tolist(), images.reshape(20, -1).tolist(), strict=True)
+    assert sorted(read) == sorted(written)
 
 
-def test_one_flipped_byte_is_refused_in_one_line_naming_the_file(tiny_cifar_dir, own_cache):
+@pytest.mark.parametrize("change", ["pixel", "label"])
+def test_a_changed_pixel_or_label_is_refused_in_one_line_naming_the_split(
+    tiny_cifar_dir, own_cache, change
+):
     folder, _, _ = tiny_cifar_dir
-    table = md5_table(folder)
+    table = digest_table(folder)
     batch = folder / "data_batch_4"
-    flip_byte(batch, batch.stat().st_size // 2)
+    if change == "pixel":
+        change_pixel(batch, 2, 2000)
+    else:
+        rewrite(batch, lambda b: b[b"labels"].__setitem__(1, (b[b"labels"][1] + 1) % 10))
     with pytest.raises(DataError) as info:
-        read_cifar10_split(folder, train=True, checksums=table)
+        read_cifar10_split(folder, train=True, digests=table)
     message = str(info.value)
-    assert message.startswith(f"{folder / 'data_batch_4'}: md5 ")
-    assert f"is not the official CIFAR-10 data_batch_4's {table['data_batch_4']}" in message
+    assert message.startswith(f"CIFAR-10 train split in {folder}: its pixels and labels are not")
     assert "data.verify_checksums=false" in message and "\n" not in message
+    read_cifar10_split(folder, train=False, digests=table)  # the test split is untouched
 
 
-def test_official_sums_by_default_and_the_opt_out(tiny_cifar_dir, own_cache):
+def test_official_digests_by_default_and_the_opt_out(tiny_cifar_dir, own_cache):
     folder, images, _ = tiny_cifar_dir
-    with pytest.raises(DataError, match=re.escape(f"{folder / 'test_batch'}: md5 ")):
+    with pytest.raises(DataError, match=re.escape(f"CIFAR-10 test split in {folder}: ")):
         load_cifar10(folder, train=False, download=False)
     x, _ = load_cifar10(folder, train=True, download=False, verify_checksums=False)
     assert torch.equal(x, images)
@@ -107,55 +183,61 @@ def test_the_datamodule_verifies_unless_the_config_opts_out(compose_train, tiny_
     folder, _, _ = tiny_cifar_dir
     data = ["data=cifar10", f"data.root={folder}", "data.val_size=4", "img_size=32"]
     checked = instantiate(compose_train(*data).data)
-    with pytest.raises(DataError, match="is not the official CIFAR-10 data_batch_1's"):
+    with pytest.raises(DataError, match=r"CIFAR-10 train split in .*: its pixels and labels"):
         checked.setup("fit")
     trusted = instantiate(compose_train(*data, "data.verify_checksums=false").data)
     trusted.setup("fit")
     assert len(trusted.train_set) + len(trusted.val_set) == 20
 
 
-def test_sums_are_cached_by_path_size_and_mtime_outside_the_data(
-    tiny_cifar_dir, own_cache, count_hashing
+def test_digests_are_cached_by_path_size_and_mtime_outside_the_data(
+    tiny_cifar_dir, own_cache, count_digests
 ):
     folder, _, _ = tiny_cifar_dir
-    table = md5_table(folder)
+    table = digest_table(folder)
     before = sorted(p.name for p in folder.iterdir())
-    read_cifar10_split(folder, train=True, checksums=table)
-    assert count_hashing == [f"data_batch_{i}" for i in range(1, 6)]
-    read_cifar10_split(folder, train=True, checksums=table)
-    assert len(count_hashing) == 5  # paid once
+    read_cifar10_split(folder, train=True, digests=table)
+    assert count_digests == [20]
+    read_cifar10_split(folder, train=True, digests=table)
+    read_cifar10_split(folder, train=False, digests=table)
+    assert count_digests == [20, 3]  # the train split paid once
     assert (own_cache / checksum_cache.CACHE_FILE).is_file()
     assert sorted(p.name for p in folder.iterdir()) == before  # nothing beside the data
-    # A file changed in place (same size, new mtime) is hashed again, and caught.
-    flip_byte(folder / "data_batch_2", 100)
-    times = (folder / "data_batch_2").stat()
-    os.utime(folder / "data_batch_2", ns=(times.st_atime_ns, times.st_mtime_ns + 10**9))
-    with pytest.raises(DataError, match="data_batch_2: md5"):
-        read_cifar10_split(folder, train=True, checksums=table)
-    assert count_hashing[5:] == ["data_batch_2"]
+    # A file changed in place (a new mtime) is digested again, and caught.
+    batch = folder / "data_batch_2"
+    change_pixel(batch, 0, 100)
+    times = batch.stat()
+    os.utime(batch, ns=(times.st_atime_ns, times.st_mtime_ns + 10**9))
+    with pytest.raises(DataError, match="CIFAR-10 train split"):
+        read_cifar10_split(folder, train=True, digests=table)
+    assert count_digests == [20, 3, 20]
 
 
 def test_an_unwritable_cache_still_verifies(tiny_cifar_dir, tmp_path, monkeypatch):
     folder, _, _ = tiny_cifar_dir
     (tmp_path / "a_file").write_text("not a folder")
     monkeypatch.setenv(checksum_cache.CACHE_ENV, str(tmp_path / "a_file" / "cache"))
-    table = md5_table(folder)
-    read_cifar10_split(folder, train=False, checksums=table)
-    flip_byte(folder / "test_batch", 300)
-    with pytest.raises(DataError, match="test_batch: md5"):
-        read_cifar10_split(folder, train=False, checksums=table)
+    table = digest_table(folder)
+    read_cifar10_split(folder, train=False, digests=table)
+    change_pixel(folder / "test_batch", 1, 300)
+    with pytest.raises(DataError, match="CIFAR-10 test split"):
+        read_cifar10_split(folder, train=False, digests=table)
 
 
 @pytest.mark.real_data
-def test_a_flipped_byte_in_a_real_batch_file_is_refused(cifar10_root, tmp_path, own_cache):
-    copy = tmp_path / "data_batch_1"
-    shutil.copyfile(cifar10_root / "data_batch_1", copy)
-    # The table of the copy under test (the development copy is re-packed, with its own sums).
-    table = {"data_batch_1": hashlib.md5(copy.read_bytes()).hexdigest()}
-    verify_checksums([copy], table)
-    flip_byte(copy, 1_000_000)
-    with pytest.raises(DataError, match=re.escape(f"{copy}: md5 ")):
-        verify_checksums([copy], table)
+def test_the_shared_copy_passes_the_official_digests_and_a_flipped_byte_is_caught(
+    cifar10_root, tmp_path, own_cache
+):
+    """The shared lossless re-pack passes without data.verify_checksums=false; a copy of its
+    test batch with one pixel byte flipped does not."""
+    for train in (True, False):
+        load_cifar10(cifar10_root, train=train, download=False)
+    copy = tmp_path / "test_batch"
+    shutil.copyfile(cifar10_root / "test_batch", copy)
+    read_cifar10_split(tmp_path, train=False)
+    flip_byte(copy, pixel_offset(copy) + 1_000_000)
+    with pytest.raises(DataError, match=re.escape(f"CIFAR-10 test split in {tmp_path}: ")):
+        read_cifar10_split(tmp_path, train=False)
 
 
 # --- Safe writers ------------------------------------------------------------------------------

@@ -250,9 +250,12 @@ def test_data_order_resumes_mid_epoch_and_at_the_next_epoch():
     epoch_2 = list(sampler)
     assert sorted(epoch_1) == list(range(len(data.train_set))) and epoch_1 != epoch_2
 
-    data.load_state_dict({"epoch": 1, "batches_done": 3, "batches_per_epoch": 10})
-    assert list(data.train_dataloader().sampler) == epoch_1[3 * 8 :]
-    data.load_state_dict({"epoch": 1, "batches_done": 10, "batches_per_epoch": 10})
+    data.load_state_dict({"epoch": 1, "batches_done": 3, "batches_per_epoch": 10, "world_size": 1})
+    # The used indices follow at the end: a distributed sampler shards a list of the full length.
+    assert list(data.train_dataloader().sampler) == epoch_1[3 * 8 :] + epoch_1[: 3 * 8]
+    data.load_state_dict({"epoch": 1, "batches_done": 3, "batches_per_epoch": 10, "world_size": 2})
+    assert list(data.train_dataloader().sampler)[:8] == epoch_1[2 * 3 * 8 : 2 * 3 * 8 + 8]
+    data.load_state_dict({"epoch": 1, "batches_done": 10, "batches_per_epoch": 10, "world_size": 1})
     assert list(data.train_dataloader().sampler) == epoch_2
 
 

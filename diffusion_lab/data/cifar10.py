@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import shutil
 from collections.abc import Mapping
@@ -13,7 +14,7 @@ import torch
 from torch import Tensor
 from torchvision.datasets.utils import download_and_extract_archive
 
-from diffusion_lab.data.checksum_cache import cached_md5s
+from diffusion_lab.data.checksum_cache import cached_digest
 from diffusion_lab.errors import DataError
 
 CIFAR10_CLASSES: tuple[str, ...] = (
@@ -30,15 +31,13 @@ CIFAR10_CLASSES: tuple[str, ...] = (
 )
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_TGZ_MD5 = "c58f30108f718f92721af3b95e74349a"
-# md5 of each batch file in the official archive, as its publishers and torchvision list them.
-OFFICIAL_MD5: dict[str, str] = {
-    "data_batch_1": "c99cafc152244af753f735de768cd75f",
-    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
-    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
-    "data_batch_4": "634d18415352ddfa80567beed471001a",
-    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
-    "test_batch": "40351d587109b95175f43aff81a1287e",
-    "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+# Content digest of each split (`content_digest`): order-independent, so every lossless copy of
+# the official files has it, whatever the order of its images and batches. Computed from the
+# decoded official content, which the shared re-pack in ../shared/data/cifar10 reproduces bit
+# for bit (its README: every pixel matches the original PNGs, same images, other order).
+OFFICIAL_CONTENT_SHA256: dict[str, str] = {
+    "train": "55a61f79a40ece2ceda9fb5f9f7078f6ea2fc4952489cef56682bcf92cfcc260",
+    "test": "325704b01eb92e1e2a6215ae6a916bb7db7de054af0c496be1c7be2e0fcfbf5f",
 }
 
 _BATCH_FOLDER = "cifar-10-batches-py"
@@ -95,35 +94,48 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data, labels
 
 
-def verify_checksums(paths: list[Path], expected: Mapping[str, str]) -> None:
-    """DataError naming the first file whose md5 is not `expected[file name]`.
+def content_digest(rows: np.ndarray, labels: np.ndarray) -> str:
+    """sha256 over the sorted sha256s of every image's label byte and 3072 pixel bytes: the
+    same for the same images and labels in any order, in any number of batch files."""
+    keyed = np.concatenate([labels.astype(np.uint8)[:, None], rows], axis=1)
+    per_image = sorted(hashlib.sha256(row.tobytes()).digest() for row in keyed)
+    return hashlib.sha256(b"".join(per_image)).hexdigest()
 
-    Sums come from the user's checksum cache while a file keeps its path, size and mtime, so
-    the 180 MB are hashed once.
+
+def verify_content(
+    split: str, paths: list[Path], rows: np.ndarray, labels: np.ndarray, expected: str
+) -> None:
+    """DataError naming the split when its decoded content is not the expected one.
+
+    The digest comes from the user's checksum cache while the batch files keep their paths,
+    sizes and mtimes, so a split is digested once.
     """
-    for path, digest in zip(paths, cached_md5s(paths), strict=True):
-        if digest != expected[path.name]:
-            raise DataError(
-                f"{path}: md5 {digest} is not the official CIFAR-10 {path.name}'s "
-                f"{expected[path.name]} (corrupt or re-packed): download it again, or set "
-                f"data.verify_checksums=false for a copy whose bytes legitimately differ"
-            )
+    digest = cached_digest(paths, "cifar10-content-sha256", lambda: content_digest(rows, labels))
+    if digest != expected:
+        raise DataError(
+            f"CIFAR-10 {split} split in {paths[0].parent}: its pixels and labels are not the "
+            f"official ones (content sha256 {digest[:16]}..., expected {expected[:16]}...; a "
+            f"changed or missing image or label): download it again, or set "
+            f"data.verify_checksums=false for data you changed on purpose"
+        )
 
 
 def read_cifar10_split(
-    batch_dir: Path, train: bool, checksums: Mapping[str, str] | None = OFFICIAL_MD5
+    batch_dir: Path, train: bool, digests: Mapping[str, str] | None = OFFICIAL_CONTENT_SHA256
 ) -> tuple[Tensor, Tensor]:
     """Read the train (data_batch_1..5) or test split: uint8 (N, 3, 32, 32), int64 (N,).
 
-    The files are checked against `checksums` (file name -> md5) first; None skips that.
+    The decoded split is checked against `digests` (split name -> content digest); None skips
+    that.
     """
+    split = "train" if train else "test"
     paths = [batch_dir / name for name in (_TRAIN_FILES if train else _TEST_FILES)]
-    if checksums is not None:
-        verify_checksums(paths, checksums)
     batches = [_read_batch(path) for path in paths]
     # Rows are channel-planar (1024 red, 1024 green, 1024 blue), so a reshape gives (C, H, W).
     data = np.concatenate([rows for rows, _ in batches])
     labels = np.concatenate([labels for _, labels in batches])
+    if digests is not None:
+        verify_content(split, paths, data, labels, digests[split])
     return torch.from_numpy(data).reshape(-1, *_IMAGE_SHAPE), torch.from_numpy(labels)
 
 
@@ -176,6 +188,6 @@ def load_cifar10(
     root: str | Path, train: bool, download: bool, verify_checksums: bool = True
 ) -> tuple[Tensor, Tensor]:
     """The CIFAR-10 train or test split under `root` as uint8 images and int64 labels; its
-    files are checked against the official md5 sums unless `verify_checksums` is false."""
-    checksums = OFFICIAL_MD5 if verify_checksums else None
-    return read_cifar10_split(ensure_cifar10(root, download), train, checksums)
+    content is checked against the official one unless `verify_checksums` is false."""
+    digests = OFFICIAL_CONTENT_SHA256 if verify_checksums else None
+    return read_cifar10_split(ensure_cifar10(root, download), train, digests)

@@ -15,6 +15,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from hydra.utils import get_class
+from omegaconf import DictConfig
 from torch import Tensor
 
 from diffusion_lab.data.image_files import (
@@ -30,6 +32,7 @@ from diffusion_lab.data.modules import ImageDataModule, check_positive
 from diffusion_lab.errors import DataError
 
 SPLIT_FOLDERS = ("train", "test")
+NO_ROOT = "data.root=None: pass the folder that holds one sub-folder of images per class"
 
 
 def _shown(names: list[str], limit: int = 5) -> str:
@@ -64,6 +67,19 @@ def classes_of(root: Path) -> list[str]:
     return names
 
 
+def infer_num_classes(data: DictConfig) -> None:
+    """`data.num_classes=null` with `data=image_folder` becomes the number of class folders
+    under `data.root` (as torchvision's ImageFolder counts them), before anything that the
+    count sizes is built; any other data config is left as it is."""
+    if data.get("num_classes") is not None or "_target_" not in data:
+        return
+    if not issubclass(get_class(data._target_), ImageFolderDataModule):
+        return
+    if data.root is None:
+        raise DataError(NO_ROOT)
+    data.num_classes = len(classes_of(Path(data.root).expanduser()))
+
+
 class ImageFolderDataModule(ImageDataModule):
     """Images from `root/<class>/` folders (PNG, JPEG), decoded once into uint8 tensors.
 
@@ -73,7 +89,8 @@ class ImageFolderDataModule(ImageDataModule):
             as the test split (at least one image per class when > 0).
         test_seed: seed of that hold-out.
         decode_threads: threads decoding files (None: min(8, CPU count)).
-        **kwargs: ImageDataModule's; `num_classes` must equal the number of class folders.
+        **kwargs: ImageDataModule's; `num_classes` must equal the number of class folders
+            (`infer_num_classes` sets it from them in a config that leaves it null).
     """
 
     def __init__(
@@ -86,9 +103,7 @@ class ImageFolderDataModule(ImageDataModule):
     ) -> None:
         super().__init__(**kwargs)
         if root is None:
-            raise DataError(
-                "data.root=None: pass the folder that holds one sub-folder of images per class"
-            )
+            raise DataError(NO_ROOT)
         if not 0 <= test_fraction < 1:
             raise DataError(f"data.test_fraction={test_fraction}: must lie in [0, 1)")
         if decode_threads is not None:
@@ -107,7 +122,8 @@ class ImageFolderDataModule(ImageDataModule):
         if self.num_classes != found:
             raise DataError(
                 f"data.num_classes={self.num_classes} but data.root={self.root} holds {found} "
-                f"class folders ({_shown(list(self.class_names))}); pass data.num_classes={found}"
+                f"class folders ({_shown(list(self.class_names))}); pass data.num_classes={found} "
+                "or leave it null (counted from the folders)"
             )
 
     @cached_property

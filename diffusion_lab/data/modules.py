@@ -10,7 +10,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from diffusion_lab.data.cifar10 import CIFAR10_CLASSES, ensure_cifar10, load_cifar10
 from diffusion_lab.data.digits import DIGIT_CLASSES, load_digits_split
@@ -32,35 +32,37 @@ def check_positive(key: str, value: int) -> None:
         raise DataError(f"{key}={value}: must be a positive integer")
 
 
-class EpochShuffle(Sampler[int]):
-    """A permutation of range(n) drawn from (seed, epoch) alone: a resumed run draws it again.
+class EpochShuffle(DistributedSampler):
+    """A permutation of range(n) drawn from (seed, epoch) alone, shared by `world_size`
+    processes: process `rank` takes every `world_size`-th index of it from `rank` on (a
+    remainder of fewer than `world_size` indices is left out). A resumed run draws it again.
 
-    Lightning calls `set_epoch` at every epoch start (also through its distributed sampler,
-    which shards these indices). `resume_at` makes the next iteration skip the indices an
-    interrupted epoch already used.
+    It is a DistributedSampler only so that Lightning uses it as it is: Lightning wraps any
+    other sampler in one that shuffles again by its own seed, which a resume could not skip
+    into. Lightning calls `set_epoch` at every epoch start. `resume_at` makes the next
+    iteration start after the indices an interrupted epoch already used, by all processes;
+    those follow at the end, and the trainer, which counts the epoch's batches, ends the
+    epoch before reaching them.
     """
 
-    def __init__(self, n: int, seed: int) -> None:
+    def __init__(self, n: int, seed: int, world_size: int = 1, rank: int = 0) -> None:
+        super().__init__(range(n), num_replicas=world_size, rank=rank, shuffle=False, seed=seed)
         self.n = n
-        self.seed = seed
-        self.epoch = 0
         self._skip = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def resume_at(self, epoch: int, skip: int) -> None:
-        """Start the next iteration at index `skip` of epoch `epoch`'s order."""
+        """Start the next iteration at index `skip` of epoch `epoch`'s order (rotated)."""
         self.epoch, self._skip = epoch, skip
 
     def __len__(self) -> int:
-        return self.n
+        return self.n // self.num_replicas
 
     def __iter__(self) -> Iterator[int]:
         seed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(seed))
         skip, self._skip = self._skip, 0
-        return iter(order[skip:].tolist())
+        order = torch.cat([order[skip:], order[:skip]])
+        return iter(order[self.rank : len(self) * self.num_replicas : self.num_replicas].tolist())
 
 
 class BatchedDataModule(pl.LightningDataModule):
@@ -69,8 +71,9 @@ class BatchedDataModule(pl.LightningDataModule):
     Subclasses fill `train_set`, `val_set` and `test_set` in `setup`. Training batches are
     flipped (with `random_flip`) and randomly cropped (with `crop_padding` > 0) on the device.
     The training order is an EpochShuffle seeded with torch's initial seed (the run's `seed`
-    after `seed_everything`); where it stands goes into every checkpoint (`state_dict`), so a
-    run resumed mid-epoch trains on the batches the interrupted one had not reached yet.
+    after `seed_everything`), shared out to the processes of a distributed run; where it
+    stands goes into every checkpoint (`state_dict`), so a run resumed mid-epoch trains on the
+    batches the interrupted one had not reached yet.
     """
 
     def __init__(
@@ -90,7 +93,7 @@ class BatchedDataModule(pl.LightningDataModule):
         self.train_set: InMemoryImages | None = None
         self.val_set: InMemoryImages | None = None
         self.test_set: InMemoryImages | None = None
-        # (epoch, batches of it already trained on) from a checkpoint, for the next train loader.
+        # (epoch, images of it already trained on) from a checkpoint, for the next train loader.
         self._resume_at: tuple[int, int] | None = None
 
     def _loader(
@@ -117,11 +120,12 @@ class BatchedDataModule(pl.LightningDataModule):
         """Shuffled training batches; the last partial batch is dropped."""
         if self.train_set is None:
             raise RuntimeError("call setup('fit') before asking for the training dataloader")
-        shuffle = EpochShuffle(len(self.train_set), torch.initial_seed())
+        trainer = self.trainer
+        processes = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        shuffle = EpochShuffle(len(self.train_set), torch.initial_seed(), *processes)
         if self._resume_at is not None:
-            epoch, batches_done = self._resume_at
-            world_size = self.trainer.world_size if self.trainer is not None else 1
-            shuffle.resume_at(epoch, batches_done * self.batch_size * world_size)
+            epoch, images_done = self._resume_at
+            shuffle.resume_at(epoch, images_done)
             self._resume_at = None
         return self._loader(self.train_set, self.batch_size, shuffle)
 
@@ -141,15 +145,22 @@ class BatchedDataModule(pl.LightningDataModule):
             "epoch": self.trainer.current_epoch,
             "batches_done": self.trainer.fit_loop.epoch_loop.batch_progress.current.processed,
             "batches_per_epoch": self.trainer.num_training_batches,
+            "world_size": self.trainer.world_size,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Continue the training order where the checkpoint left it (the next epoch, if done)."""
+        """Continue the training order where the checkpoint left it (the next epoch, if done).
+
+        The images already used are counted with the saved run's number of processes (every
+        process trains on its own batch of each step), so a resume with another number goes on
+        with the images the saved run had not reached.
+        """
         if not state_dict:
             return
         epoch, done = state_dict["epoch"], state_dict["batches_done"]
         finished = done >= state_dict["batches_per_epoch"]
-        self._resume_at = (epoch + 1, 0) if finished else (epoch, done)
+        images_done = done * self.batch_size * state_dict["world_size"]
+        self._resume_at = (epoch + 1, 0) if finished else (epoch, images_done)
         # Lightning looks for the position on the loader only; here the datamodule carries it.
         warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before")
 

@@ -5,6 +5,7 @@ Reading them back: `diffusion_lab.lit.run`.
 
 from __future__ import annotations
 
+import logging
 import random
 import signal
 import threading
@@ -22,6 +23,8 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from diffusion_lab.errors import UserFacingError
 from diffusion_lab.files import atomic_path
+
+log = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -233,25 +236,56 @@ def restore_random_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss_next))
 
 
+def gather_states(trainer: pl.Trainer | None) -> list[dict[str, Any]]:
+    """Every process's capture_random_state, in rank order (one entry without a process group).
+
+    Lightning asks every rank for the callbacks' state when it saves a checkpoint (and only
+    rank 0 writes it), so the gather meets every rank there.
+    """
+    state = capture_random_state()
+    if trainer is None or trainer.world_size == 1 or not torch.distributed.is_initialized():
+        return [state]
+    states: list[Any] = [None] * trainer.world_size
+    torch.distributed.all_gather_object(states, state)
+    return states
+
+
 class RandomState(pl.Callback):
     """Carries the global random generators across a resume, so its losses match an unbroken run.
 
     The training noise (timesteps, eps, label dropout, dropout, flips and crops) comes from the
-    global generators. Their state goes into every checkpoint and is put back when training
-    starts again, after the sanity check and the data loaders are built; nothing else draws from
-    them between two training steps (the loaders and validation use their own generators).
+    global generators. Every process's state goes into every checkpoint, and each process gets
+    its own back when training starts again, after the sanity check and the data loaders are
+    built; nothing else draws from them between two training steps (the loaders and validation
+    use their own generators). A run resumed with another number of processes cannot continue
+    exactly (other batches per step, other generators per process): it says so in one line and
+    goes on, each process taking the state of rank (its rank modulo the saved count).
     """
 
     def __init__(self) -> None:
-        self._to_restore: dict[str, Any] | None = None
+        self._trainer: pl.Trainer | None = None
+        self._to_restore: list[dict[str, Any]] | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
 
     def state_dict(self) -> dict[str, Any]:
-        return capture_random_state()
+        return {"ranks": gather_states(self._trainer)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._to_restore = state_dict
+        self._to_restore = state_dict["ranks"]
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._to_restore is not None:
-            restore_random_state(self._to_restore)
-            self._to_restore = None
+        if self._to_restore is None:
+            return
+        saved = len(self._to_restore)
+        if saved != trainer.world_size and trainer.is_global_zero:
+            log.warning(
+                "resuming a run of %d process(es) with %d: the data order continues where it "
+                "stopped, but the steps are not those of an uninterrupted run of either size "
+                "(another global batch, other random streams per process)",
+                saved,
+                trainer.world_size,
+            )
+        restore_random_state(self._to_restore[trainer.global_rank % saved])
+        self._to_restore = None

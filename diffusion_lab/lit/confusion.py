@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from diffusion_lab.fonts import label_text
 from diffusion_lab.lit.callbacks import job_overrides, tensorboard_writers
 from diffusion_lab.lit.classifier import normalized_confusion
 from diffusion_lab.plotting import save_figure, wrap_overrides
@@ -21,8 +22,9 @@ def confusion_figure(confusion: Tensor, class_names: Sequence[str], title: str =
     fig = Figure(figsize=(1.2 + 0.55 * k, 0.8 + 0.5 * k))
     ax = fig.subplots()
     image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
-    ax.set_xticks(range(k), labels=list(class_names), rotation=45, ha="right")
-    ax.set_yticks(range(k), labels=list(class_names))
+    labels, font = label_text(class_names)
+    ax.set_xticks(range(k), labels=labels, rotation=45, ha="right", **font)
+    ax.set_yticks(range(k), labels=labels, **font)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     for i in range(k):
