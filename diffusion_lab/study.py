@@ -13,15 +13,13 @@ import time
 # The budget counts from here, before the heavy imports.
 STARTED = time.time()
 
-import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from diffusion_lab.cli import CONFIG_PATH, print_summary, report_user_errors  # noqa: E402
+from diffusion_lab.cli import hydra_main, print_summary  # noqa: E402
 from diffusion_lab.stages.pipeline import run_study  # noqa: E402
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="study")
-@report_user_errors
+@hydra_main("study")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     report = run_study(cfg, STARTED)

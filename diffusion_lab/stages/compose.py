@@ -16,6 +16,8 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from diffusion_lab.data.image_folder import infer_num_classes
+
 # Keys of the study config that are not part of the training config.
 STUDY_KEYS = ("study", "budget_minutes")
 
@@ -75,6 +77,7 @@ def train_config(output_dir: Path, extra: Sequence[str] = ()) -> DictConfig:
         f"output_dir={override_value(str(output_dir))}",
     ]
     composed = compose("study", overrides)
+    infer_num_classes(composed.data)
     return OmegaConf.masked_copy(composed, [k for k in composed if k not in STUDY_KEYS])
 
 

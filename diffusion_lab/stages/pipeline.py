@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from diffusion_lab.data.image_folder import infer_num_classes
 from diffusion_lab.errors import UserFacingError
 from diffusion_lab.stages import checks, compose
 from diffusion_lab.stages.budget import STAGE_ORDER, Budget, stage_weights
@@ -101,6 +102,7 @@ def run_stage(ctx: StageContext, stage: str) -> dict[str, Any]:
 def run_study(cfg: DictConfig, started: float) -> Path:
     """Check, then run every unfinished stage in order, then write study.md; its path."""
     checks.validate_study_config(cfg)
+    infer_num_classes(cfg.data)  # an image folder's classes, for every stage's config
     root = Path(cfg.output_dir)
     folder = StudyFolder(root, OmegaConf.to_container(cfg, resolve=True))
     budget = make_budget(cfg, started)
