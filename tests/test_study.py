@@ -34,7 +34,7 @@ TINY_STUDY = [
     "study.generate.per_class=6",
     "study.generate.batch_size=30",
     "study.classify.seeds=[1,2]",
-    "study.classify.overrides=[epochs=2,batch_size=16]",
+    "study.classify.overrides=['epochs=2','batch_size=16']",
     "study.part3.grids=[beta_T]",
     "study.part3.per_class=4",
     "study.part3.grid_per_class=1",
@@ -44,7 +44,7 @@ TINY_STUDY = [
 def features(tmp_path: Path) -> str:
     """The study's evaluate settings for the stand-in feature network."""
     weights = save_stand_in(tmp_path / "standin.pt")
-    return f"study.evaluate.overrides=[features.weights={weights},features.dim=16]"
+    return f"study.evaluate.overrides=['features.weights={weights}','features.dim=16']"
 
 
 def study(folder: Path, *overrides: str, **popen) -> subprocess.CompletedProcess:
@@ -98,7 +98,7 @@ def test_a_failing_stage_stops_in_one_line_and_the_rerun_continues_there(tmp_pat
     overrides = [
         *TINY_STUDY,
         "study.stages=[train,generate,evaluate]",
-        f"study.evaluate.overrides=[features.weights={weights},features.dim=16]",
+        f"study.evaluate.overrides=['features.weights={weights}','features.dim=16']",
     ]
     failed = study(folder, *overrides)
     assert failed.returncode == 2

@@ -72,13 +72,13 @@ def test_steps_within_pays_one_validation_per_epoch(
 
 
 def test_a_study_folder_refuses_another_config_and_names_the_keys(tmp_path):
-    StudyFolder(tmp_path, {"lr": 1e-4, "study": {"force_config": False}}).open(force=False)
+    StudyFolder(tmp_path, {"lr": 1e-4, "study": {"force_config": False}}).save_config()
     again = StudyFolder(tmp_path, {"lr": 1e-4, "budget_minutes": 3})
-    again.open(force=False)  # the budget decides how long, not what: not a difference
+    again.check(force=False)  # the budget decides how long, not what: not a difference
     other = StudyFolder(tmp_path, {"lr": 2e-4, "beta_T": 0.02})
     with pytest.raises(ConfigError, match=r"2 keys differ: beta_T, lr\);.*study.force_config=true"):
-        other.open(force=False)
-    other.open(force=True)
+        other.check(force=False)
+    other.check(force=True)
     assert differing_keys({"a": {"b": 1}}, {"a": {"b": 2, "c": 3}}) == ["a.b", "a.c"]
 
 

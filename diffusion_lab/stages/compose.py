@@ -12,14 +12,24 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra import compose
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from hydra.types import RunMode
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from diffusion_lab import overrides as command_line
 from diffusion_lab.data.image_folder import infer_num_classes
 
 # Keys of the study config that are not part of the training config.
 STUDY_KEYS = ("study", "budget_minutes")
+
+
+def compose(config_name: str, overrides: Sequence[str]) -> DictConfig:
+    """A command's config as its command line would compose it; a refusal (unknown key or
+    option) is one ConfigError with a hint, as on the command line."""
+    cfg = command_line.compose(config_name, overrides, RunMode.RUN)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
 
 
 def task_overrides() -> list[str]:

@@ -50,22 +50,23 @@ class StudyFolder:
         self.root = Path(root)
         self.config = config
 
-    def open(self, force: bool) -> None:
-        """Record the config in a new folder, or check it against an existing one's."""
+    def check(self, force: bool) -> None:
+        """Refuse a folder made with another config (unless forced); reads only."""
         path = self.root / CONFIG_FILE
-        if path.is_file():
-            old = OmegaConf.to_container(OmegaConf.load(path))
-            changed = differing_keys(old, self.config)
-            if changed and not force:
-                shown = ", ".join(changed[:8]) + (", ..." if len(changed) > 8 else "")
-                raise ConfigError(
-                    f"study folder {self.root} was made with another config ({len(changed)} "
-                    f"keys differ: {shown}); rerun with the same settings to continue it, pick "
-                    "another study.name, or pass study.force_config=true to reuse it"
-                )
-            if not changed:
-                return
-        with atomic_path(path) as tmp:
+        if not path.is_file():
+            return
+        changed = differing_keys(OmegaConf.to_container(OmegaConf.load(path)), self.config)
+        if changed and not force:
+            shown = ", ".join(changed[:8]) + (", ..." if len(changed) > 8 else "")
+            raise ConfigError(
+                f"study folder {self.root} was made with another config ({len(changed)} "
+                f"keys differ: {shown}); rerun with the same settings to continue it, pick "
+                "another study.name, or pass study.force_config=true to reuse it"
+            )
+
+    def save_config(self) -> None:
+        """Record the config the folder's results come from."""
+        with atomic_path(self.root / CONFIG_FILE) as tmp:
             tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(self.config)))
 
     def state(self) -> dict[str, Any]:

@@ -107,13 +107,14 @@ def run_study(cfg: DictConfig, started: float) -> Path:
     folder = StudyFolder(root, OmegaConf.to_container(cfg, resolve=True))
     budget = make_budget(cfg, started)
     stages = [s for s in STAGE_ORDER if s in cfg.study.stages and folder.finished(s) is None]
+    folder.check(cfg.study.force_config)
     checks.check_inputs(cfg, stages)
-    folder.open(cfg.study.force_config)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     ctx = StageContext(cfg, folder, budget, device)
     if "train" in stages and budget.total_s is not None:
         ctx.probe = probe_epoch_seconds(compose.train_config(root / "train"))
         check_budget_holds_an_epoch(cfg, budget, ctx.probe)
+    folder.save_config()  # everything is checked: the first write
     skipped: list[str] = []
     for stage in stages:
         if stage in skipped:

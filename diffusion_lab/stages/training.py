@@ -7,11 +7,13 @@ run starts with a sensible length (which `TrainingBudget` then corrects from the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +50,7 @@ def probe_epoch_seconds(cfg: DictConfig) -> dict[str, float]:
     datamodule.setup("fit")
     module = instantiate(cfg.module, compile=False)
     timer = _StepTimer()
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, quiet_lightning():
         trainer = pl.Trainer(
             accelerator=cfg.trainer.accelerator,
             devices=1,
@@ -72,6 +74,18 @@ def probe_epoch_seconds(cfg: DictConfig) -> dict[str, float]:
         "steps_per_epoch": steps_per_epoch,
         "epoch_s": steps_per_epoch * step_s + validation_s,
     }
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's info lines (devices, `max_steps` reached) off for a run nobody asked for."""
+    lightning = logging.getLogger("pytorch_lightning")
+    level = lightning.level
+    lightning.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        lightning.setLevel(level)
 
 
 class _StepTimer(pl.Callback):

@@ -170,7 +170,7 @@ def study_command(store: Path, stages: str, budget: float | None, extra: list[st
         f"data.root={store / 'cifar10'}",
         "data.download=false",
         f"study.evaluate.reference_classifier={reference}",
-        f"study.evaluate.overrides=[features.weights={weights}]",
+        f"study.evaluate.overrides=['features.weights={weights}']",
         f"hydra.run.dir={store / 'study'}",
     ]
     keys = {o.split("=", 1)[0] for o in extra}
@@ -233,8 +233,9 @@ SMOKE_OVERRIDES = [
     "study.generate.batch_size=30",
     "study.evaluate.reference_classifier=null",
     "study.classify.seeds=[1,2]",
+    "data.val_size=100",
     "study.classify.recipes=[mlp_seed]",
-    "study.classify.overrides=[epochs=1,trainer.limit_train_batches=2]",
+    "study.classify.overrides=['epochs=1','trainer.limit_train_batches=2']",
 ]
 
 
@@ -268,13 +269,9 @@ def smoke(cifar10: Path, work: Path) -> int:
     store = work / "store"
     for part in parts:
         receive(part, store)
-    extra = [
-        *SMOKE_OVERRIDES,
-        "study.evaluate.overrides=[features.weights="
-        + str(store / "inception" / "default_1.pt")
-        + ",features.dim=16]",
-    ]
-    status = run(store, work / "out", "part1", 0, extra)
+    weights_there = store / "inception" / "default_1.pt"
+    features = f"study.evaluate.overrides=['features.weights={weights_there}','features.dim=16']"
+    status = run(store, work / "out", "part1", None, [*SMOKE_OVERRIDES, features])
     returned = [p for p in (work / "out").rglob("*") if p.is_file()]
     too_big = [p.name for p in returned if p.stat().st_size > 16 << 20]
     if status or len(returned) > 8 or too_big:
