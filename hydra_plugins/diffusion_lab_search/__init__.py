@@ -69,15 +69,20 @@ def contains(override: Override, value: Any) -> bool:
     return value in list(override.sweep_iterator())
 
 
+# The modules a search imports, and the pip package of each (all in the `search` extra).
+PACKAGES = {"optuna": "optuna", "hydra_plugins.hydra_optuna_sweeper": "hydra-optuna-sweeper"}
+
+
 def import_optuna() -> tuple[Any, Any]:
-    """(optuna, the hydra-optuna-sweeper module); one line naming the extra where missing."""
+    """(optuna, the hydra-optuna-sweeper module); one line naming the package where missing."""
     try:
         import optuna
         from hydra_plugins.hydra_optuna_sweeper import optuna_sweeper
     except ImportError as err:
+        package = PACKAGES.get(err.name or "", err.name)
         fail(
-            f"hparams_search needs the package {err.name or 'hydra-optuna-sweeper'}, which is "
-            'not installed: pip install -e ".[search]"'
+            f"hparams_search needs the package {package}, which is not installed: "
+            'pip install -e ".[search]"'
         )
     return optuna, optuna_sweeper
 
