@@ -1,4 +1,5 @@
-"""logger=: CSV beside TensorBoard, MLflow with a local file store, a missing package."""
+"""logger=: CSV beside TensorBoard (train and evaluate), MLflow with a local file store, a
+missing package."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ import pytest
 import yaml
 
 from diffusion_lab.errors import ConfigError
+from diffusion_lab.evaluate import evaluate
 from diffusion_lab.lit.loggers import check_logger_packages
 from diffusion_lab.train import train
+from tests.feature_standin import save_stand_in
+from tests.test_evaluate import DDIM5, compose_evaluate
+from tests.test_generate import save_tiny_checkpoint
 from tests.test_train import tensorboard_tags
 
 SKIP_WARNING = "CSVLogger takes no figures"
@@ -77,3 +82,19 @@ def test_mlflow_file_store_gets_metrics_params_and_figures(compose_train, tmp_pa
     assert folders == {"schedule", "samples"}
     grids = client.list_artifacts(run.info.run_id, "samples/per_class")
     assert [Path(a.path).name for a in grids] == ["step0000002.png", "step0000005.png"]
+
+
+@pytest.mark.slow
+def test_evaluate_writes_its_metrics_to_every_logger(tmp_path):
+    weights = save_stand_in(tmp_path / "standin.pt")
+    ckpt = save_tiny_checkpoint(tmp_path / "tiny.ckpt")
+    cfg = compose_evaluate(
+        tmp_path, weights, f"ckpt={ckpt}", *DDIM5, "reference.per_class=20", "logger=many"
+    )
+    metrics = evaluate(cfg)
+    run = tmp_path / "run"
+    with (run / "csv" / "metrics.csv").open() as f:
+        (row,) = csv.DictReader(f)
+    assert float(row["quality/fid"]) == pytest.approx(metrics["quality/fid"])
+    assert yaml.safe_load((run / "csv" / "hparams.yaml").read_text())["per_class"] == 3
+    assert list(run.glob("events.out.tfevents.*"))
