@@ -13,6 +13,7 @@ import yaml
 
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.evaluate import evaluate
+from diffusion_lab.fitting import build_logger
 from diffusion_lab.lit.loggers import check_logger_packages
 from diffusion_lab.train import train
 from tests.feature_standin import save_stand_in
@@ -98,3 +99,9 @@ def test_evaluate_writes_its_metrics_to_every_logger(tmp_path):
     assert float(row["quality/fid"]) == pytest.approx(metrics["quality/fid"])
     assert yaml.safe_load((run / "csv" / "hparams.yaml").read_text())["per_class"] == 3
     assert list(run.glob("events.out.tfevents.*"))
+
+
+def test_a_resumed_csv_logger_writes_beside_the_first_file(compose_train):
+    logger_cfg = compose_train("logger=csv").logger.csv
+    first, resumed = build_logger(logger_cfg, None), build_logger(logger_cfg, 3)
+    assert Path(resumed.log_dir) == Path(first.log_dir) / "resumed_step0000003"
