@@ -14,6 +14,7 @@ import pytest
 
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.train import objective
+from hydra_plugins.diffusion_lab_search import import_optuna
 from tests.conftest import REPO_ROOT, TINY_TRAIN_OVERRIDES
 
 optuna = pytest.importorskip("optuna", reason="the search extra is not installed")
@@ -38,6 +39,21 @@ def test_objective_is_the_named_metric_or_one_line_naming_what_was_logged():
     assert str(err.value) == (
         "optimized_metric='quality/fid_100samples_biased': the run never logged it; "
         "it logged global_step, train/loss, val/loss"
+    )
+
+
+@pytest.mark.parametrize(
+    ("module", "package"),
+    [("optuna", "optuna"), ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper")],
+)
+def test_without_the_search_extra_a_search_stops_in_one_line(module, package, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` now fails
+    with pytest.raises(SystemExit) as exit_:
+        import_optuna()
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: hparams_search needs the package {package}, which is not installed: "
+        'pip install -e ".[search]"\n'
     )
 
 
