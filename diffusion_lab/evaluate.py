@@ -36,6 +36,7 @@ from diffusion_lab.evaluation import (
 from diffusion_lab.evaluation_memory import check_evaluate_memory
 from diffusion_lab.files import check_folder_can_be_made
 from diffusion_lab.fitting import hparams_table, write_hparams
+from diffusion_lab.lit.loggers import check_logger_packages, close_loggers, log_figure
 from diffusion_lab.plotting import nearest_pairs_figure, save_figure
 
 log = logging.getLogger(__name__)
@@ -161,23 +162,26 @@ def summary_line(metrics: dict[str, Any], protocol: dict[str, Any]) -> str:
 def record(
     cfg: DictConfig, metrics: dict[str, Any], protocol: dict[str, Any], figure: Any | None
 ) -> None:
-    """metrics.json, memorisation.png, and TensorBoard scalars, figure and HParams."""
+    """metrics.json, memorisation.png, and the loggers' scalars, figure and HParams."""
     out = Path(cfg.output_dir)
     write_json({**metrics, "protocol": protocol}, out / "metrics.json")
-    logger = instantiate(cfg.logger.tensorboard)
-    logger.log_metrics(metrics, step=0)
+    loggers = [instantiate(node) for node in cfg.logger.values()]
     if figure is not None:
         save_figure(figure, out / "memorisation.png")
-        logger.experiment.add_figure("quality/memorisation", figure, global_step=0)
+        log_figure(loggers, "quality/memorisation", figure, step=0)
     run_config = OmegaConf.to_container(cfg, resolve=True)
-    write_hparams(logger, hparams_table(run_config, KEY_PARAMS))
-    logger.finalize("success")
+    for logger in loggers:
+        logger.log_metrics(metrics, step=0)
+        write_hparams(logger, hparams_table(run_config, KEY_PARAMS))
+        logger.finalize("success")
+    close_loggers(loggers)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Validate, build features of the reference and the generated images, measure, record."""
     infer_num_classes(cfg.data)
     validate_evaluate_config(cfg)
+    check_logger_packages(cfg.logger)
     device = resolve_device(cfg.device)
     make_generated, protocol = generated_images(cfg, device)
     network = load_features(cfg, device)

@@ -18,25 +18,30 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from pytorch_lightning.loggers import Logger, TensorBoardLogger
+from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from diffusion_lab.cli import config_files, write_json
 from diffusion_lab.lit.checkpoint import sigterm_stop
+from diffusion_lab.lit.loggers import check_logger_packages, close_loggers
 from diffusion_lab.lit.run import StoreRunConfig
-from diffusion_lab.lit.tensorboard import RunTensorBoardLogger
 
 
 def build_logger(logger_cfg: DictConfig, resume_step: int | None) -> Logger:
-    """A configured logger; a TensorBoard one resuming at step k first hides its steps >= k.
+    """A configured logger; resuming at step k, a TensorBoard one first hides its steps >= k
+    and a CSV one writes a new file.
 
     The interrupted run may have logged steps after its checkpoint; the resumed run logs them
-    again, so without the purge TensorBoard would draw those steps twice.
+    again, so without the purge TensorBoard would draw those steps twice. Lightning's CSV logger
+    deletes the metrics.csv it finds, so a resumed run writes `csv/resumed_step<k>/` beside it.
     """
-    if resume_step is not None and issubclass(get_class(logger_cfg._target_), TensorBoardLogger):
+    cls = get_class(logger_cfg._target_)
+    if resume_step is not None and issubclass(cls, TensorBoardLogger):
         return instantiate(logger_cfg, purge_step=resume_step)
+    if resume_step is not None and issubclass(cls, CSVLogger):
+        return instantiate(logger_cfg, version=f"resumed_step{resume_step:07d}")
     return instantiate(logger_cfg)
 
 
@@ -121,7 +126,8 @@ def hparams_table(run_config: dict[str, Any], key_params: Sequence[str]) -> dict
 
 
 def write_hparams(logger: Logger, params: dict[str, Any]) -> None:
-    """The HParams entry of a run; for TensorBoard, its session start and end only.
+    """The HParams entry of a run; for TensorBoard, its session start and end only; for the
+    other loggers their own `log_hyperparams` (MLflow params, W&B config, CSV hparams.yaml).
 
     Lightning would also write TensorBoard's experiment summary and the metrics as scalars at
     step 0. Without an experiment summary TensorBoard builds the table from all runs: every
@@ -151,7 +157,9 @@ class Fit:
 
 
 def fit(cfg: DictConfig, datamodule_cfg: DictConfig, ckpt_path: str | None = None) -> Fit:
-    """Prepare the data (rank 0), seed, build `cfg.module` and the trainer, and fit."""
+    """Check the loggers' packages, prepare the data (rank 0), seed, build `cfg.module` and the
+    trainer, and fit."""
+    check_logger_packages(cfg.logger)
     datamodule = instantiate(datamodule_cfg)
     if rank_zero_only.rank == 0:
         datamodule.prepare_data()  # missing data fails here, before any output is written
@@ -176,11 +184,10 @@ def record(
     fitted: Fit, metrics: dict[str, Any], output_dir: str, key_params: Sequence[str]
 ) -> None:
     """On rank 0: metrics.json and the HParams entry of the run's settings (see hparams_table),
-    then close the run's event file."""
+    then end the run in its loggers."""
     if not fitted.trainer.is_global_zero:
         return
     write_json(metrics, Path(output_dir) / "metrics.json")
     for logger in fitted.trainer.loggers:
         write_hparams(logger, hparams_table(fitted.run_config, key_params))
-        if isinstance(logger, RunTensorBoardLogger):
-            logger.close()
+    close_loggers(fitted.trainer.loggers)

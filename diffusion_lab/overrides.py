@@ -124,14 +124,16 @@ def check_sweep_options(parsed: list[Override]) -> None:
 
 
 def first_job(parsed: list[Override]) -> list[str]:
-    """The overrides of a sweep's first job: each discrete sweep at its first value."""
+    """The overrides of a sweep's first job: each discrete sweep at its first value. A search
+    space (interval, tag) or an empty range is the sweeper's to check; its key keeps its value."""
     lines = []
     for override in parsed:
-        if override.is_sweep_override() and override.is_discrete_sweep():
-            first = next(iter(override.sweep_string_iterator()))
-            lines.append(f"{override.get_key_element()}={first}")
-        else:
+        if not override.is_sweep_override():
             lines.append(override.input_line)
+        elif override.is_discrete_sweep():
+            first = next(iter(override.sweep_string_iterator()), None)
+            if first is not None:
+                lines.append(f"{override.get_key_element()}={first}")
     return lines
 
 

@@ -4,13 +4,16 @@ A training sweep gets `report_grid.png`, `report_loss.png`, `report_quality.png`
 have `quality/*` metrics) and `report.md` (see `diffusion_lab.reporting.training_sweep`); a
 classifier sweep gets `report.md`, `per_class_accuracy.png`, `per_class_difference.png` and
 `validation_curves.png` (see `diffusion_lab.reporting.classify_sweep`); an evaluate sweep gets
-`report.md` and `report_guidance.png` (see `diffusion_lab.reporting.evaluate_sweep`). Jobs that
+`report.md` and `report_guidance.png` (see `diffusion_lab.reporting.evaluate_sweep`); a search
+(`hparams_search=`) gets `search_history.png`, `search_slices.png`,
+`search_best_vs_defaults.png` and `report.md` (see `diffusion_lab.reporting.search`). Jobs that
 failed (their `failure.json`, see `diffusion_lab.cli.record_job_failure`) are listed, left out
 of the figures and tables, and named at the end of report.md.
 """
 
 from __future__ import annotations
 
+import sys
 from argparse import Namespace
 from collections.abc import Callable
 from pathlib import Path
@@ -22,9 +25,11 @@ from diffusion_lab.config import require_gpu_if_asked
 from diffusion_lab.errors import UserFacingError
 from diffusion_lab.files import atomic_path
 from diffusion_lab.reporting import (
+    is_search,
     job_dirs,
     job_kind,
     report_evaluate_sweep,
+    report_hparams_search,
     report_training_sweep,
     summarize_classify_sweep,
 )
@@ -42,6 +47,12 @@ def report_classify(sweep_dir: Path, jobs: list[Path], args: Namespace) -> None:
     print("wrote " + ", ".join(str(p) for p in written))
 
 
+def report_search(sweep_dir: Path, jobs: list[Path], args: Namespace) -> None:
+    """Objective per trial, slices per searched key, best trial's samples beside the defaults'."""
+    written = report_hparams_search(sweep_dir, jobs, args)
+    print("wrote " + ", ".join(str(p) for p in written))
+
+
 def report_evaluate(sweep_dir: Path, jobs: list[Path], args: Namespace) -> None:
     """FID, KID, precision/recall and label fidelity per job of a sweep over w and steps."""
     written = report_evaluate_sweep(sweep_dir, jobs)
@@ -53,6 +64,7 @@ REPORTERS: dict[str, Callable[[Path, list[Path], Namespace], None]] = {
     "train": report_training,
     "classify": report_classify,
     "evaluate": report_evaluate,
+    "search": report_search,
 }
 
 
@@ -68,6 +80,17 @@ def append_failures(report_md: Path, failures: list[dict]) -> None:
     text = report_md.read_text() if report_md.is_file() else ""
     with atomic_path(report_md) as tmp:
         tmp.write_text(f"{text}\n## Failed jobs ({len(failures)})\n\n" + "\n".join(lines) + "\n")
+
+
+def without_unrecorded(jobs: list[Path]) -> list[Path]:
+    """The jobs whose config Hydra recorded, where some did: a job killed before Hydra wrote it
+    (a search trial stopped as it started) is skipped with a note."""
+    recorded = [job for job in jobs if (job / ".hydra" / "hydra.yaml").is_file()]
+    if not recorded:
+        return jobs
+    for job in sorted(set(jobs) - set(recorded)):
+        print(f"note: skipping {job}: stopped before Hydra recorded its config", file=sys.stderr)
+    return recorded
 
 
 def report(args: Namespace) -> None:
@@ -90,7 +113,7 @@ def report(args: Namespace) -> None:
     for failure in failures:
         print(failure_line(failure))
     failed = {failure["job"] for failure in failures}
-    jobs = [job for job in jobs if job.name not in failed]
+    jobs = without_unrecorded([job for job in jobs if job.name not in failed])
     if not jobs:
         raise UserFacingError(f"{sweep_dir}: all {len(failed)} job(s) failed; nothing to report")
     kinds = sorted({job_kind(j) for j in jobs})
@@ -98,11 +121,13 @@ def report(args: Namespace) -> None:
         raise UserFacingError(
             f"{sweep_dir}: jobs of {', '.join(kinds)}; a report exists for {', '.join(REPORTERS)}"
         )
-    REPORTERS[kinds[0]](sweep_dir, jobs, args)
+    # A training sweep that an Optuna sweeper ran (hparams_search=) gets the search report.
+    kind = "search" if kinds == ["train"] and is_search(sweep_dir) else kinds[0]
+    REPORTERS[kind](sweep_dir, jobs, args)
     if failures:
         append_failures(sweep_dir / "report.md", failures)
-    article = "an" if kinds[0][0] in "aeiou" else "a"
-    print_summary("report", f"{len(jobs)} jobs of {article} {kinds[0]} sweep", sweep_dir)
+    article = "an" if kind[0] in "aeiou" else "a"
+    print_summary("report", f"{len(jobs)} jobs of {article} {kind} sweep", sweep_dir)
 
 
 def parse_args(argv: list[str] | None) -> Namespace:

@@ -8,13 +8,16 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from diffusion_lab import fitting
 from diffusion_lab.cli import hydra_main, print_summary
-from diffusion_lab.config import validate_train_config
+from diffusion_lab.config import require, validate_train_config
 from diffusion_lab.data.image_folder import infer_num_classes
+from diffusion_lab.errors import ConfigError
 from diffusion_lab.lit.callbacks import Throughput
 from diffusion_lab.lit.run import check_resumable
+from diffusion_lab.lit.training_fid import FID_PREFIX, fid_tag
 from diffusion_lab.nets.speed import bf16_usable, resolve_switch, use_tf32
 
 # The study's key settings: in every run's HParams entry, whether set or not.
@@ -35,7 +38,9 @@ KEY_PARAMS = (
 def final_metrics(trainer: pl.Trainer, wall_time_s: float) -> dict[str, float]:
     """The last epoch's logged scalars plus run size and wall time."""
     metrics = {
-        k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))
+        k: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if k.startswith(("train/", "val/", "quality/"))
     }
     metrics.update(
         {
@@ -96,10 +101,38 @@ def summary(metrics: dict[str, float]) -> str:
     )
 
 
+def objective(metrics: dict[str, float], name: str | None) -> float | None:
+    """The value a sweeper optimises: `metrics[name]` (None where no metric is asked for)."""
+    if name is None:
+        return None
+    if name not in metrics:
+        logged = ", ".join(sorted(metrics))
+        raise ConfigError(f"optimized_metric={name!r}: the run never logged it; it logged {logged}")
+    return metrics[name]
+
+
+def validate_objective(cfg: DictConfig) -> None:
+    """A FID objective that callbacks.fid will not log fails before training, not after it."""
+    name = cfg.optimized_metric
+    require(name is None or isinstance(name, str), "optimized_metric", name, "must be a key")
+    if name is None or not name.startswith(FID_PREFIX):
+        return
+    fid = cfg.callbacks.get("fid") or {}
+    on = bool(fid.get("every_n_epochs"))
+    require(on, "optimized_metric", name, "callbacks.fid is off (callbacks.fid.every_n_epochs=0)")
+    classes = cfg.data.get("num_classes")
+    if isinstance(classes, int):
+        tag = fid_tag(fid.per_class * classes)
+        require(name == tag, "optimized_metric", name, f"callbacks.fid logs {tag}")
+
+
 @hydra_main("train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns the final validation loss for sweepers that optimise it."""
-    return train(cfg).get("val/loss")
+    """Hydra entry point; returns `optimized_metric` (default val/loss) for sweepers."""
+    validate_objective(cfg)
+    metrics = train(cfg)
+    # Only global rank 0 logs every metric (a FID during training is measured there alone).
+    return objective(metrics, cfg.optimized_metric) if rank_zero_only.rank == 0 else None
 
 
 if __name__ == "__main__":

@@ -145,6 +145,47 @@ TRAIN = [
         "callbacks.nonfinite.every_n_steps=0",
         says="callbacks.nonfinite.every_n_steps=0: must be >= 1",
     ),
+    # The objective returned to a sweeper, where it is known before training not to be logged.
+    bad(
+        "train",
+        "optimized_metric=quality/fid_100samples_biased",
+        says="optimized_metric='quality/fid_100samples_biased': callbacks.fid is off",
+    ),
+    bad(
+        "train",
+        "optimized_metric=quality/fid_50samples_biased",
+        "callbacks.fid.every_n_epochs=1",
+        says="fid_50samples_biased': callbacks.fid logs quality/fid_100samples_biased",
+    ),
+    # hparams_search=: checked by its sweeper before any trial.
+    bad(
+        "train",
+        "--multirun",
+        "hparams_search=part3_betas",
+        "beta_T=interval(0.04,0.01)",
+        says="beta_T=interval(0.04,0.01): empty range; low must be < high",
+    ),
+    bad(
+        "train",
+        "--multirun",
+        "hparams_search=lr_and_w",
+        "lr=tag(log,interval(0,0.001))",
+        says="lr=tag(log,interval(0,0.001)): a log range must start above 0",
+    ),
+    bad(
+        "train",
+        "--multirun",
+        "hparams_search=part3_betas",
+        "T=range(30,20)",
+        says="T=range(30,20): empty range; it holds no value",
+    ),
+    bad(
+        "train",
+        "--multirun",
+        "hparams_search=part3_betas",
+        "hydra.sweeper.n_trials=0",
+        says="hydra.sweeper.n_trials=0: must be a positive integer",
+    ),
     # The checkpoint to resume from.
     bad("train", "ckpt_path={inputs}/none.ckpt", says="ckpt_path={inputs}/none.ckpt: no such"),
     bad("train", "ckpt_path={inputs}/text.txt", says="text.txt: not a PyTorch checkpoint file"),
@@ -573,6 +614,7 @@ REPORT = [
     bad("report", "{inputs}/classify_unfinished", says="no classify job folders"),
     bad("report", "{inputs}/classify_no_mode", says="not a finished classify job's metrics"),
     bad("report", "{inputs}/classify_bad_json", says="metrics.json: not valid JSON"),
+    bad("report", "{inputs}/search_unfinished", says="none of its 1 trial(s) has finished with"),
 ]
 
 BENCH = [
@@ -691,6 +733,8 @@ def inputs(tmp_path_factory) -> Path:
     make_job(root / "classify_unfinished" / "0", "classify")
     make_job(root / "classify_no_mode" / "0", "classify", metrics='{"seed": 0}')
     make_job(root / "classify_bad_json" / "0", "classify", metrics='{"mode": ')
+    make_job(root / "search_unfinished" / "0_beta_T=0.02", "train")
+    (root / "search_unfinished" / "multirun.yaml").write_text(SEARCH_CONFIG)
     for name in FAILING_FOLDERS:
         (root / name).mkdir()
     make_folder(root / "images", {"a": 6, "b": 6}, size=12)
@@ -717,6 +761,20 @@ def make_job(folder: Path, job_name: str, metrics: str | None = None) -> Path:
         (folder / "metrics.json").write_text(metrics)
     return folder
 
+
+# The multirun.yaml of a search over beta_T (what report reads of it).
+SEARCH_CONFIG = """\
+optimized_metric: val/loss
+beta_T: 0.028
+hydra:
+  sweeper:
+    _target_: hydra_plugins.diffusion_lab_search.ResumableOptunaSweeper
+    direction: minimize
+    params:
+      beta_T: interval(0.01, 0.04)
+  overrides:
+    task: []
+"""
 
 # Folders under `inputs` where making a folder fails as the OS would fail it (the tests may run
 # as root, who may write anywhere).

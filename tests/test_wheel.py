@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ from omegaconf import OmegaConf
 from tests.conftest import REPO_ROOT
 
 # What the build reads; copied so that setuptools' build/ and egg-info stay out of the repository.
-BUILD_INPUTS = ("pyproject.toml", "README.md", "conf", "diffusion_lab")
+BUILD_INPUTS = ("pyproject.toml", "README.md", "conf", "diffusion_lab", "hydra_plugins")
 
 # `python -m MODULE ARGS`, after printing where diffusion_lab.conf was imported from: the test
 # must see that the wheel's copy, not the repository's editable install, was used.
@@ -104,9 +105,22 @@ def site(wheel: Path) -> Path:
 
 @pytest.mark.slow
 def test_wheel_holds_every_module_and_config(wheel):
-    sources = [p for top in ("diffusion_lab", "conf") for p in REPO_ROOT.glob(f"{top}/**/*")]
+    tops = ("diffusion_lab", "conf", "hydra_plugins")
+    sources = [p for top in tops for p in REPO_ROOT.glob(f"{top}/**/*")]
     expected = {wheel_name(p) for p in sources if p.suffix in {".py", ".yaml"}}
-    assert expected - set(zipfile.ZipFile(wheel).namelist()) == set()
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert expected - names == set()
+    # hydra_plugins is a namespace shared with Hydra's other plugins: no __init__.py of ours.
+    assert "hydra_plugins/__init__.py" not in names
+
+
+@pytest.mark.slow
+def test_installed_wheel_brings_the_search_sweeper(site, tmp_path):
+    plugins = run_installed(site, tmp_path, "diffusion_lab.train", "--info", "plugins")
+    # Hydra lists the plugins it found by class name, sweepers under `Sweeper:`.
+    lines = plugins.split("\tSweeper:\n", 1)[1].splitlines()[1:]  # below its ------ line
+    sweepers = [line.strip() for line in itertools.takewhile(lambda v: v[:2] == "\t\t", lines)]
+    assert "ResumableOptunaSweeper" in sweepers
 
 
 @pytest.mark.slow

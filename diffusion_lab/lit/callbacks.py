@@ -15,10 +15,10 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from pytorch_lightning.callbacks import WeightAveraging
-from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 
 from diffusion_lab.lit.ema import WarmupEMA
+from diffusion_lab.lit.loggers import log_figure
 from diffusion_lab.lit.run import DataSpec, TrainedRun
 from diffusion_lab.lit.tensorboard import scalar_step
 from diffusion_lab.loss_history import HISTORY_FILE, LossHistory, write_loss_history
@@ -30,11 +30,6 @@ from diffusion_lab.plotting import (
     wrap_overrides,
 )
 from diffusion_lab.progress import images_per_step, progress_bar
-
-
-def tensorboard_writers(trainer: pl.Trainer) -> list[Any]:
-    """The SummaryWriters of the trainer's TensorBoard loggers."""
-    return [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
 
 
 def job_overrides() -> str:
@@ -136,8 +131,7 @@ class SampleGrid(pl.Callback):
         names = run.spec.class_names or [str(k) for k in range(run.spec.num_classes)]
         fig = class_grid_figure(grid, names, title)
         save_figure(fig, self.output_dir / f"samples_{tag}.png")
-        for writer in tensorboard_writers(trainer):
-            writer.add_figure("samples/per_class", fig, scalar_step(trainer))
+        log_figure(trainer.loggers, "samples/per_class", fig, scalar_step(trainer))
 
 
 class LossCurve(pl.Callback):

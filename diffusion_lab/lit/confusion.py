@@ -1,4 +1,4 @@
-"""The test confusion matrix as a figure: PNG in the run folder and a TensorBoard figure."""
+"""The test confusion matrix as a figure: PNG in the run folder and a figure in the loggers."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from diffusion_lab.fonts import label_text
-from diffusion_lab.lit.callbacks import job_overrides, tensorboard_writers
+from diffusion_lab.lit.callbacks import job_overrides
 from diffusion_lab.lit.classifier import normalized_confusion
+from diffusion_lab.lit.loggers import log_figure
 from diffusion_lab.plotting import save_figure, wrap_overrides
 
 
@@ -37,7 +38,7 @@ def confusion_figure(confusion: Tensor, class_names: Sequence[str], title: str =
 
 
 class ConfusionMatrixFigure(pl.Callback):
-    """After `trainer.test`, writes `confusion_matrix.png` and logs it as a TensorBoard figure.
+    """After `trainer.test`, writes `confusion_matrix.png` and logs it as a figure.
 
     Reads the module's `test_results["confusion"]` (a ClassifierModule); rank 0 only. The title
     names the run: `run_label` (e.g. its mode and seed) and the Hydra job's overrides.
@@ -58,5 +59,4 @@ class ConfusionMatrixFigure(pl.Callback):
         names = trainer.datamodule.class_names
         fig = confusion_figure(confusion, names, title)
         save_figure(fig, self.path)
-        for writer in tensorboard_writers(trainer):
-            writer.add_figure("test/confusion_matrix", fig, trainer.global_step)
+        log_figure(trainer.loggers, "test/confusion_matrix", fig, trainer.global_step)

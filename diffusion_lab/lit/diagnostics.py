@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from diffusion_lab.lit.callbacks import tensorboard_writers
+from diffusion_lab.lit.loggers import log_figure
 from diffusion_lab.plotting import save_figure, schedule_figure
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,6 @@ class ScheduleDiagnostics(pl.Callback):
         save_figure(fig, self.path)
         if trainer.ckpt_path is not None:  # resumed: the run folder has them from its start
             return
-        for writer in tensorboard_writers(trainer):
-            writer.add_figure("schedule", fig, global_step=0)
-            writer.add_scalar("schedule/alpha_bar_T", alpha_bar_T, global_step=0)
+        log_figure(trainer.loggers, "schedule", fig, step=0)
+        for logger in trainer.loggers:
+            logger.log_metrics({"schedule/alpha_bar_T": alpha_bar_T}, step=0)

@@ -1,4 +1,4 @@
-"""FID during training: a small fixed sample every N epochs, logged to TensorBoard."""
+"""FID during training: a small fixed sample every N epochs, logged as a scalar."""
 
 from __future__ import annotations
 
@@ -20,6 +20,14 @@ from diffusion_lab.quality.features import (
     load_feature_network,
 )
 from diffusion_lab.quality.frechet import GaussianStats, frechet_distance, gaussian_stats
+
+# The tag of a FID during training: quality/fid_<number of samples>samples_biased.
+FID_PREFIX = "quality/fid_"
+
+
+def fid_tag(count: int) -> str:
+    """The logged name of a FID of `count` samples: the count is part of it (see TrainingFID)."""
+    return f"{FID_PREFIX}{count}samples_biased"
 
 
 class TrainingFID(pl.Callback):
@@ -87,7 +95,7 @@ class TrainingFID(pl.Callback):
             return
         if trainer.is_global_zero:
             fid, count = self.measure(trainer, pl_module)
-            pl_module.log(f"quality/fid_{count}samples_biased", fid, rank_zero_only=True)
+            pl_module.log(fid_tag(count), fid, rank_zero_only=True)
 
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[float, int]:
         """(FID, number of samples) with the weights the module holds now."""
