@@ -100,6 +100,7 @@ class MLPEnsemble(nn.Module):
         for name, value in buffers.items():
             self.register_buffer(_flat(name), value)
         self.register_buffer("keys", torch.tensor(list(keys), dtype=torch.int64))
+        self.num_classes = getattr(members[0], "num_classes", None)
         template = copy.deepcopy(members[0])
         dropouts = [n for n, m in template.named_modules() if isinstance(m, nn.Dropout)]
         for stream, name in enumerate(dropouts, DROPOUT_STREAM):
@@ -129,6 +130,7 @@ class MLPEnsemble(nn.Module):
         x: Tensor,
         counters: Tensor | None = None,
         shared: bool = False,
+        buffers: dict[str, Tensor] | None = None,
     ) -> Tensor:
         """Logits (M, B, K) of x (M, B, *in_shape), one batch per member; with `shared`, of
         x (B, *in_shape) for every member.
@@ -136,9 +138,11 @@ class MLPEnsemble(nn.Module):
         params: stacked as `params()` returns them (or stand-ins of the same shapes, such as
         torch.func.grad's). In training mode, dropout draws its masks at each member's counter
         (int64 (M,), e.g. its step count), and batch norm updates every member's running
-        statistics in place (see `keep_running_where`).
+        statistics in place (see `keep_running_where`). buffers: `stacked_buffers()` (the
+        default); under torch.func.grad pass them as an input of the transformed function, whose
+        inputs alone it lets batch norm update in place.
         """
-        buffers = self.stacked_buffers()
+        buffers = dict(self.stacked_buffers() if buffers is None else buffers)
         if self.training and self.dropout_names:
             if counters is None:
                 raise ValueError("counters=None: dropout in training mode needs one per member")
