@@ -12,6 +12,7 @@ its shapes are fixed, so it can be compiled (`compile`).
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import pytorch_lightning as pl
@@ -287,7 +288,7 @@ class EnsembleClassifierModule(pl.LightningModule):
 
     def configure_optimizers(self) -> None:
         """None: `ensemble_adam_` updates the members inside the batched step."""
-        return None
+        warnings.filterwarnings("ignore", "`LightningModule.configure_optimizers` returned `None`")
 
     def results(self) -> dict[str, Any]:
         """Per member, on the host: losses per own step, per-epoch curves, test confusion."""
