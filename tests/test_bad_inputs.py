@@ -223,6 +223,28 @@ CLASSIFY = [
         says="with generated_per_class=100: class 0 has 8 images, fewer than 100",
     ),
     bad("classify", "model=bogus", says="Could not find 'model/bogus'", hydra_owned=True),
+    # The batched stage (modes= / seeds=).
+    bad("classify", "modes=[]", says="modes=[]: must be a non-empty list of modes"),
+    bad("classify", "seeds=[]", says="seeds=[]: must be a non-empty list of seeds"),
+    bad("classify", "modes=[real,fake]", says="modes=['real', 'fake']: 'fake' is not one of"),
+    bad("classify", "modes=[real,real]", says="modes=['real', 'real']: lists 'real' twice"),
+    bad("classify", "modes=[real,synthetic]", says="mode=synthetic needs a generated set"),
+    bad("classify", "seeds=[1,2,1]", says="seeds=[1, 2, 1]: lists 1 twice"),
+    bad("classify", "seeds=[1,-2]", says="seeds=[1, -2]: must be integers >= 0"),
+    bad(
+        "classify",
+        "seeds=[1]",
+        "optimizer._target_=torch.optim.SGD",
+        says="optimizer='torch.optim.SGD': the batched stage runs Adam or AdamW",
+    ),
+    bad("classify", "seeds=[1]", "perf.compile=maybe", says="perf.compile='maybe': must be"),
+    bad(
+        "classify",
+        "modes=[synthetic]",
+        "synthetic={inputs}/set",
+        "batch_size=100",
+        says="batch_size=100: larger than the 80 training images of mode synthetic",
+    ),
 ]
 
 REPORT = [

@@ -20,7 +20,11 @@ its losses by 1e-2 or more.
 
 from __future__ import annotations
 
+import json
 import pickle
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,7 +35,10 @@ from diffusion_lab.classify_ensemble import classify_ensemble
 from diffusion_lab.cli import compose_config
 from diffusion_lab.data.cifar10 import CIFAR10_CLASSES
 from diffusion_lab.data.generated import write_generated_set
+from diffusion_lab.errors import ConfigError
 from diffusion_lab.loss_history import read_loss_history
+from tests.conftest import REPO_ROOT
+from tests.test_train import tensorboard_tags
 
 LOSS_ATOL = 1e-6
 BN_LOSS_ATOL = 1e-4
@@ -169,3 +176,60 @@ def test_strong_recipe_without_random_draws_matches_the_standalone_runs(tiny_dat
         name = f"{mode}_seed{seed}"
         assert max_loss_difference(histories[name], alone) <= BN_LOSS_ATOL, name
         assert member(metrics, mode, seed)["test/acc"] == pytest.approx(alone_metrics["test/acc"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model=cnn"], "model='diffusion_lab.nets.CNN': the batched stage trains MLPs"),
+        (["trainer.devices=2"], "trainer.devices=2: the batched stage runs on one device"),
+        (["+optimizer.amsgrad=true"], "the batched stage runs Adam or AdamW (no amsgrad)"),
+    ],
+)
+def test_settings_the_batched_stage_cannot_run_are_refused_before_any_output(
+    tiny_data, tmp_path, overrides, message
+):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        classify_ensemble(compose(tiny_data, tmp_path / "run", "seeds=[1]", *overrides))
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_command_writes_metrics_figures_and_histories(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    root, synthetic = tiny_data
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "diffusion_lab.classify",
+            *TINY,
+            *STUDY,
+            f"data.root={root}",
+            f"synthetic={synthetic}",
+            "modes=[real,augmented]",
+            "seeds=[3,4]",
+            f"hydra.run.dir={run}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "classify: test/acc real " in result.stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [(m["mode"], m["seed"]) for m in metrics["members"]] == [
+        ("real", 3),
+        ("real", 4),
+        ("augmented", 3),
+        ("augmented", 4),
+    ]
+    real = metrics["modes"]["real"]
+    assert real["test/acc_mean"] == pytest.approx(sum(real["test/acc"]) / 2)
+    assert len(metrics["members"][0]["val/acc"]) == 2 and metrics["batched_steps"] == 18
+    for name in ("loss_curves_real", "loss_curves_augmented", "confusion_augmented"):
+        assert (run / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    history = read_loss_history(run / "loss_history_augmented_seed4.csv")
+    assert history.train_steps == list(range(1, 19)) and history.val_steps == [9, 18]
+    tags = tensorboard_tags(run)["scalars"]
+    assert {"val_by_epoch/acc/real_seed3", "test/acc/augmented_seed4"} <= set(tags)
