@@ -149,38 +149,41 @@ class EnsembleClassifierModule(pl.LightningModule):
         losses = losses.mean(1)
         return torch.where(self.active, losses, 0.0).sum(), losses
 
-    def batched_step(self) -> None:
-        """One step of every active member, on the device."""
+    def member_batches(self) -> tuple[Tensor, Tensor]:
+        """Every member's next training batch: images (M, B, C, H, W) in [-1, 1], flipped and
+        cropped, and labels (M, B)."""
         b = self.schedule.batch_size
-        rows = torch.arange(len(self.steps), device=self.device)
         index = self.position[:, None] * b + torch.arange(b, device=self.device)
         # A masked member's position may run past its order: any index will do.
         index = index.clamp(max=self.order.shape[1] - 1)
         index = self.starts[:, None] + self.order.gather(1, index)
-        x = self.augment(to_signed_unit(self.images[index]), self.steps)
+        return self.augment(to_signed_unit(self.images[index]), self.steps), self.labels[index]
+
+    def batched_step(self) -> None:
+        """One step of every active member, on the device."""
+        x, labels = self.member_batches()
         before = self.ensemble.running_state()
+        params, buffers = self.ensemble.params(), self.ensemble.stacked_buffers()
         grads, losses = grad(self.member_losses, has_aux=True)(
-            self.ensemble.params(),
-            self.ensemble.stacked_buffers(),
-            x,
-            self.labels[index],
-            self.steps,
+            params, buffers, x, labels, self.steps
         )
         self.ensemble.keep_running_where(self.active, before)
-        column = self.steps.clamp(max=self.train_losses.shape[1] - 1)
+        rows = torch.arange(len(self.steps), device=self.device)
+        column = self.steps.clamp(max=self.lr_table.shape[1] - 1)  # the member's own step
         kept = self.train_losses[rows, column]
-        self.train_losses[rows, column] = torch.where(self.active, losses.detach().float(), kept)
-        lr = self.lr_table[rows, self.steps.clamp(max=self.lr_table.shape[1] - 1)]
-        ensemble_adam_(
-            list(self.ensemble.params().values()),
-            list(grads.values()),
-            self.moments("exp_avg"),
-            self.moments("exp_avg_sq"),
-            self.steps,
-            lr,
-            self.active,
-            self.adam,
-        )
+        self.train_losses[rows, column] = torch.where(self.active, losses.float(), kept)
+        # As the standalone run's optimizer step: outside the precision plugin's autocast.
+        with torch.autocast(self.device.type, enabled=False):
+            ensemble_adam_(
+                list(params.values()),
+                list(grads.values()),
+                self.moments("exp_avg"),
+                self.moments("exp_avg_sq"),
+                self.steps,
+                self.lr_table[rows, column],
+                self.active,
+                self.adam,
+            )
         self.position += 1
 
     def start_segment(self, start: int) -> None:
