@@ -137,30 +137,14 @@ def load_data(cfg: DictConfig, modes: list[str]) -> ClassificationDataModule:
     return datamodule
 
 
-def classify_ensemble(cfg: DictConfig, synthetic: str | None = None) -> dict[str, Any]:
-    """Train every (mode, seed) of `cfg.modes` x `cfg.seeds` as one batched model, test each
-    member once, write the outputs into `cfg.output_dir` and return the metrics.
-
-    synthetic: the generated set (overrides `cfg.synthetic`); `cfg` itself is not changed.
-    """
-    cfg = copy.deepcopy(cfg)
-    if synthetic is not None:
-        with open_dict(cfg):
-            cfg.synthetic = str(synthetic)
-    modes, seeds = requested_members(cfg)
-    validate_classify_config(cfg)
-    validate_ensemble_config(cfg, modes, seeds)
-    data = load_data(cfg, modes)
-    members = [
-        Member(mode, seed, *mode_range(mode, data.n_real, data.n_generated))
-        for mode in modes
-        for seed in seeds
-    ]
-    schedule = MemberSchedule(tuple(members), cfg.batch_size, cfg.epochs)
-    trainer = build_trainer(cfg)
-    nets = build_members(cfg, members, data.train_set.images, trainer.strategy.root_device)
+def build_module(
+    cfg: DictConfig, data: ClassificationDataModule, schedule: MemberSchedule, device: torch.device
+) -> EnsembleClassifierModule:
+    """The stacked members (whitening fitted on `device`) with their optimizer and schedules."""
+    members = list(schedule.members)
+    nets = build_members(cfg, members, data.train_set.images, device)
     settings, base_lr = adam_settings(cfg)
-    module = EnsembleClassifierModule(
+    return EnsembleClassifierModule(
         MLPEnsemble(nets, keys=[member.seed for member in members]),
         schedule,
         data.train_set,
@@ -175,7 +159,29 @@ def classify_ensemble(cfg: DictConfig, synthetic: str | None = None) -> dict[str
         compile=cfg.perf.compile,
         compile_mode=cfg.perf.compile_mode,
     )
+
+
+def classify_ensemble(cfg: DictConfig, synthetic: str | None = None) -> dict[str, Any]:
+    """Train every (mode, seed) of `cfg.modes` x `cfg.seeds` as one batched model, test each
+    member once, write the outputs into `cfg.output_dir` and return the metrics.
+
+    synthetic: the generated set (overrides `cfg.synthetic`); `cfg` itself is not changed.
+    `wall_time_s` in the metrics counts data loading, whitening, training and testing.
+    """
+    cfg = copy.deepcopy(cfg)
+    if synthetic is not None:
+        with open_dict(cfg):
+            cfg.synthetic = str(synthetic)
+    modes, seeds = requested_members(cfg)
+    validate_classify_config(cfg)
+    validate_ensemble_config(cfg, modes, seeds)
     start = time.perf_counter()
+    data = load_data(cfg, modes)
+    ranges = {mode: mode_range(mode, data.n_real, data.n_generated) for mode in modes}
+    members = tuple(Member(mode, seed, *ranges[mode]) for mode in modes for seed in seeds)
+    schedule = MemberSchedule(members, cfg.batch_size, cfg.epochs)
+    trainer = build_trainer(cfg)
+    module = build_module(cfg, data, schedule, trainer.strategy.root_device)
     trainer.fit(module)
     trainer.test(module, verbose=False)
     info = {
@@ -189,13 +195,14 @@ def classify_ensemble(cfg: DictConfig, synthetic: str | None = None) -> dict[str
         "epochs": cfg.epochs,
         "batched_steps": schedule.num_steps,
     }
-    metrics = ensemble_metrics(schedule, module.results(), data.class_names, info)
-    write_outputs(metrics, schedule, module.results(), data.class_names, cfg.output_dir)
+    results = module.results()
+    metrics = ensemble_metrics(schedule, results, data.class_names, info)
+    write_outputs(metrics, schedule, results, data.class_names, cfg.output_dir)
     for logger in trainer.loggers:
         if isinstance(logger, RunTensorBoardLogger):
             logger.close()
-    summary = ", ".join(
-        f"{m} {s['test/acc_mean'] * 100:.2f} %" for m, s in metrics["modes"].items()
+    accuracy = ", ".join(
+        f"{m} {100 * s['test/acc_mean']:.2f} %" for m, s in metrics["modes"].items()
     )
-    print_summary("classify", f"test/acc {summary} ({len(seeds)} seed(s))", cfg.output_dir)
+    print_summary("classify", f"test/acc {accuracy} (mean of {len(seeds)} seed(s))", cfg.output_dir)
     return metrics

@@ -216,7 +216,7 @@ def test_the_command_writes_metrics_figures_and_histories(tiny_data, tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "classify: test/acc real " in result.stdout
+    assert "classify: test/acc real " in result.stdout and "(mean of 2 seed(s))" in result.stdout
     metrics = json.loads((run / "metrics.json").read_text())
     assert [(m["mode"], m["seed"]) for m in metrics["members"]] == [
         ("real", 3),

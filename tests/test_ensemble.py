@@ -107,22 +107,35 @@ def test_mode_ranges_and_a_batch_larger_than_a_members_set():
         MemberSchedule((Member("synthetic", 1, 10, 6),), batch_size=8, epochs=1)
 
 
-def test_a_masked_member_keeps_its_weights_statistics_optimizer_state_and_step_count():
-    nets = members(seeds=(1, 2), norm="batch", dropout=0.2, whitening="zca")
-    images = torch.randint(0, 256, (24, *SHAPE), dtype=torch.uint8)
+def two_member_module(strong: bool = True) -> EnsembleClassifierModule:
+    """Members of 2 and 6 steps (batch 4, one epoch) with every feature of the strong recipe
+    (or of the study's: no batch norm, dropout, ZCA, weight decay, clipping or augmentation)."""
+    study = {"norm": "none", "dropout": 0.0, "whitening": "standardize"}
+    nets = members(
+        seeds=(1, 2), **({"norm": "batch", "dropout": 0.2, "whitening": "zca"} if strong else study)
+    )
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (24, *SHAPE), dtype=torch.uint8, generator=gen)
     pool = InMemoryImages(images, torch.arange(24) % 5)
     schedule = MemberSchedule((Member("real", 1, 0, 8), Member("augmented", 2, 0, 24)), 4, 1)
-    module = EnsembleClassifierModule(
+    return EnsembleClassifierModule(
         MLPEnsemble(nets, keys=[1, 2]),
         schedule,
         pool,
         pool,
         pool,
         torch.full((2, schedule.num_steps), 1e-2, dtype=torch.float64),
-        AdamSettings(weight_decay=0.1, decoupled=True, max_grad_norm=1.0),
-        random_flip=True,
-        crop_padding=1,
+        AdamSettings(weight_decay=0.1, decoupled=True, max_grad_norm=1.0)
+        if strong
+        else AdamSettings(),
+        label_smoothing=0.1 if strong else 0.0,
+        random_flip=strong,
+        crop_padding=int(strong),
     )
+
+
+def test_a_masked_member_keeps_its_weights_statistics_optimizer_state_and_step_count():
+    module = two_member_module()
     module.start_segment(0)
     for _ in range(2):
         module.batched_step()
@@ -139,3 +152,21 @@ def test_a_masked_member_keeps_its_weights_statistics_optimizer_state_and_step_c
     }
     assert {"ensemble.layers__0__weight", "ensemble.layers__1__running_var"} <= moved
     assert {"exp_avg__layers__4__weight", "exp_avg_sq__layers__8__bias", "train_losses"} <= moved
+
+
+@pytest.mark.slow
+def test_the_batched_step_compiles_as_one_graph_and_computes_the_same():
+    """fullgraph=True: no graph break (nor host sync) in the study recipe's step; the compiled
+    steps give the eager losses, up to the rounding of fused kernels. (The strong recipe's step
+    also compiles as one graph, but takes minutes to compile on a CPU.)"""
+    eager, compiled = two_member_module(strong=False), two_member_module(strong=False)
+    step = torch.compile(compiled.batched_step, fullgraph=True)
+    for module, run in ((eager, eager.batched_step), (compiled, step)):
+        for start, stop in module.schedule.segments:
+            module.start_segment(start)
+            for _ in range(stop - start):
+                run()
+    torch.testing.assert_close(
+        compiled.train_losses, eager.train_losses, atol=1e-5, rtol=0, equal_nan=True
+    )
+    assert compiled.steps.tolist() == [2, 6]

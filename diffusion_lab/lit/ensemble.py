@@ -73,16 +73,10 @@ class EnsembleClassifierModule(pl.LightningModule):
         self.automatic_optimization = False
         self.ensemble, self.schedule, self.adam = ensemble, schedule, adam
         self.val_set, self.test_set = val_set, test_set
-        self.label_smoothing, self.random_flip, self.crop_padding = (
-            label_smoothing,
-            random_flip,
-            crop_padding,
-        )
-        self.eval_batch_size, self.compile, self.compile_mode = (
-            eval_batch_size,
-            compile,
-            compile_mode,
-        )
+        self.label_smoothing = label_smoothing
+        self.random_flip, self.crop_padding = random_flip, crop_padding
+        self.eval_batch_size = eval_batch_size
+        self.compile, self.compile_mode = compile, compile_mode
         members = schedule.members
         m, epochs = len(members), schedule.epochs
         state = {
@@ -231,10 +225,9 @@ class EnsembleClassifierModule(pl.LightningModule):
         acc = self._sums["correct"] / self._sums["count"]
         for m, epoch in ended:
             spe = self.schedule.steps_per_epoch(m)
+            own_steps = slice(epoch * spe, (epoch + 1) * spe)
+            self.train_epoch_loss[m, epoch] = self.train_losses[m, own_steps].mean()
             self.val_loss[m, epoch], self.val_acc[m, epoch] = loss[m], acc[m]
-            self.train_epoch_loss[m, epoch] = self.train_losses[
-                m, epoch * spe : (epoch + 1) * spe
-            ].mean()
         self.log("val/acc", acc[[m for m, _ in ended]].mean(), prog_bar=True, logger=False)
         for (m, epoch), values in zip(ended, self.epoch_values(ended), strict=True):
             name = self.schedule.members[m].name
@@ -267,10 +260,9 @@ class EnsembleClassifierModule(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         """Keep every member's confusion matrix (M, K, K): true class down, predicted across."""
         k = self.ensemble.num_classes
-        self.test_confusion = self._sums["confusion"].view(-1, k, k).long().cpu()
-        accuracy = self.test_confusion.diagonal(dim1=1, dim2=2).sum(1) / self.test_confusion.sum(
-            (1, 2)
-        )
+        confusion = self._sums["confusion"].view(-1, k, k).cpu()
+        accuracy = confusion.diagonal(dim1=1, dim2=2).sum(1) / confusion.sum((1, 2))
+        self.test_confusion = confusion
         for member, acc in zip(self.schedule.members, accuracy.tolist(), strict=True):
             for logger in self.loggers:
                 logger.log_metrics({f"test/acc/{member.name}": acc}, step=self.schedule.epochs)
