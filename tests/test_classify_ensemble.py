@@ -194,6 +194,7 @@ def test_settings_the_batched_stage_cannot_run_are_refused_before_any_output(
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_the_command_writes_metrics_figures_and_histories(tiny_data, tmp_path):
     run = tmp_path / "run"
     root, synthetic = tiny_data

@@ -42,7 +42,7 @@ def member_metrics(
         "n_train": member.size,
         "steps": schedule.total_steps(m),
         "steps_per_epoch": schedule.steps_per_epoch(m),
-        "test/acc": float(confusion.diagonal().sum() / confusion.sum()),
+        "test/acc": int(confusion.diagonal().sum()) / int(confusion.sum()),
         "test/per_class_acc": dict(zip(class_names, per_class, strict=True)),
         "test/confusion": confusion.tolist(),
         "train/loss_epoch": result["train_epoch_loss"],
