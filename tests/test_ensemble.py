@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffusion_lab.data.members import Member, MemberSchedule, mode_range
+from diffusion_lab.data.members import Member, MemberSchedule, epoch_order, mode_range
+from diffusion_lab.data.modules import EpochShuffle
 from diffusion_lab.data.tensors import InMemoryImages
 from diffusion_lab.errors import DataError
 from diffusion_lab.lit.ensemble import EnsembleClassifierModule
@@ -95,6 +96,13 @@ def test_schedule_segments_end_at_every_members_epoch_ends():
     assert schedule.epochs_ending(8) == [(0, 1)]
     assert schedule.epochs_ending(18) == [(1, 1)]
     assert schedule.active(9) == [False, True, True] and schedule.positions(9) == [1, 0, 4]
+
+
+@pytest.mark.parametrize("epoch", [0, 3])
+def test_a_members_epoch_order_is_the_standalone_runs(epoch):
+    shuffle = EpochShuffle(37, seed=5)
+    shuffle.set_epoch(epoch)
+    assert epoch_order(37, 5, epoch).tolist() == list(shuffle)
 
 
 def test_mode_ranges_and_a_batch_larger_than_a_members_set():

@@ -19,7 +19,18 @@ import itertools
 from dataclasses import dataclass
 from functools import cached_property
 
+import numpy as np
+import torch
+from torch import Tensor
+
 from diffusion_lab.errors import DataError
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
+    """The permutation of range(n) that a standalone run's EpochShuffle (data/modules.py) takes
+    for (seed, epoch) on one process; tests/test_classify_ensemble.py checks that they agree."""
+    state = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+    return torch.randperm(n, generator=torch.Generator().manual_seed(state))
 
 
 @dataclass(frozen=True)

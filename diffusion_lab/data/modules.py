@@ -32,12 +32,6 @@ def check_positive(key: str, value: int) -> None:
         raise DataError(f"{key}={value}: must be a positive integer")
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
-    """The permutation of range(n) that EpochShuffle draws for (seed, epoch)."""
-    state = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-    return torch.randperm(n, generator=torch.Generator().manual_seed(state))
-
-
 class EpochShuffle(Sampler[int]):
     """A permutation of range(n) drawn from (seed, epoch) alone: a resumed run draws it again.
 
@@ -63,7 +57,8 @@ class EpochShuffle(Sampler[int]):
         return self.n
 
     def __iter__(self) -> Iterator[int]:
-        order = epoch_order(self.n, self.seed, self.epoch)
+        seed = int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0])
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(seed))
         skip, self._skip = self._skip, 0
         return iter(order[skip:].tolist())
 

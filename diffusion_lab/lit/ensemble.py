@@ -22,8 +22,7 @@ from torch import Tensor
 from torch.func import grad
 from torch.utils.data import DataLoader
 
-from diffusion_lab.data.members import MemberSchedule
-from diffusion_lab.data.modules import epoch_order
+from diffusion_lab.data.members import MemberSchedule, epoch_order
 from diffusion_lab.data.tensors import (
     InMemoryImages,
     already_batched,
