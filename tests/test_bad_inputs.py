@@ -201,28 +201,6 @@ CLASSIFY = [
         "callbacks.lr_monitor.logging_interval=hour",
         says="callbacks.lr_monitor: logging_interval should be `step` or `epoch` or `None`",
     ),
-    # Checks that need the data.
-    bad("classify", "batch_size=5000", says="batch_size=5000: larger than the 1400 training"),
-    bad("classify", "real_per_class=1000", says="real_per_class=1000: class 0 has"),
-    bad("classify", "synthetic={inputs}/none", says="generated set {inputs}/none: no such folder"),
-    bad("classify", "synthetic={inputs}/big_set", says="generated set has img_size=16 but"),
-    bad(
-        "classify",
-        "synthetic={inputs}/no_shards",
-        says=f"{{inputs}}/no_shards/{MANIFEST_NAME}: shards=None, expected a list",
-    ),
-    bad(
-        "classify",
-        "synthetic={inputs}/no_sha256",
-        says=f"{{inputs}}/no_sha256/{MANIFEST_NAME}: shards[0].sha256=None, expected str",
-    ),
-    bad(
-        "classify",
-        "synthetic={inputs}/set",
-        "generated_per_class=100",
-        says="with generated_per_class=100: class 0 has 8 images, fewer than 100",
-    ),
-    bad("classify", "model=bogus", says="Could not find 'model/bogus'", hydra_owned=True),
     # The batched stage (modes= / seeds=).
     bad("classify", "modes=[]", says="modes=[]: must be a non-empty list of modes"),
     bad("classify", "seeds=[]", says="seeds=[]: must be a non-empty list of seeds"),
@@ -245,6 +223,28 @@ CLASSIFY = [
         "batch_size=100",
         says="batch_size=100: larger than the 80 training images of mode synthetic",
     ),
+    # Checks that need the data.
+    bad("classify", "batch_size=5000", says="batch_size=5000: larger than the 1400 training"),
+    bad("classify", "real_per_class=1000", says="real_per_class=1000: class 0 has"),
+    bad("classify", "synthetic={inputs}/none", says="generated set {inputs}/none: no such folder"),
+    bad("classify", "synthetic={inputs}/big_set", says="generated set has img_size=16 but"),
+    bad(
+        "classify",
+        "synthetic={inputs}/no_shards",
+        says=f"{{inputs}}/no_shards/{MANIFEST_NAME}: shards=None, expected a list",
+    ),
+    bad(
+        "classify",
+        "synthetic={inputs}/no_sha256",
+        says=f"{{inputs}}/no_sha256/{MANIFEST_NAME}: shards[0].sha256=None, expected str",
+    ),
+    bad(
+        "classify",
+        "synthetic={inputs}/set",
+        "generated_per_class=100",
+        says="with generated_per_class=100: class 0 has 8 images, fewer than 100",
+    ),
+    bad("classify", "model=bogus", says="Could not find 'model/bogus'", hydra_owned=True),
 ]
 
 REPORT = [
