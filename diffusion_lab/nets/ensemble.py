@@ -8,9 +8,12 @@ statistics); vmap applies batch norm's in-place running-statistics update to eac
 slice of the stacked buffers.
 
 Randomness is keyed: dropout masks (and the caller's flips and crops) are a hash of (member key,
-member step, stream, element index), not draws from a global generator. A member's random
-numbers are therefore the same whatever the other members are (no cross-talk), and the step has
-no generator state, which keeps it free of host syncs and compilable.
+member step, stream, element index), not draws from a global generator. vmap's
+randomness="different" would draw all members' masks as one tensor from torch's generator, so
+member m's mask would depend on how many members there are and on its place among them; keyed,
+a member's random numbers are the same whatever the other members are (no cross-talk), vmap
+runs with its default randomness="error" (no hidden random op), and the step holds no
+generator state, which keeps it free of host syncs and compilable.
 """
 
 from __future__ import annotations
