@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import functools
 import re
+from pathlib import Path
 from typing import Any, get_args
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from diffusion_lab.cli import config_files
+from diffusion_lab.data.image_folder import NO_ROOT, ImageFolderDataModule, classes_of
 from diffusion_lab.diffusion import BETA_SCHEDULES
 from diffusion_lab.diffusion.nfe import SAMPLER_NAMES, network_evaluations, sampler_timesteps
 from diffusion_lab.diffusion.samplers import Variance
-from diffusion_lab.errors import ConfigError
+from diffusion_lab.errors import ConfigError, DataError
 from diffusion_lab.nets import check_unet_geometry
 from diffusion_lab.nets.speed import COMPILE_MODES
 
@@ -317,3 +319,69 @@ def validate_classify_config(cfg: DictConfig, swept_modes: tuple[str, ...] = ())
     validate_trainer(cfg)
     validate_callbacks(cfg)
     check_by_building(cfg.model, "model")
+
+
+ENSEMBLE_MODES = ("real", "augmented", "synthetic")
+
+
+def require_distinct_list(key: str, values: Any, what: str) -> None:
+    """A non-empty list without repeats."""
+    ok = isinstance(values, (list, ListConfig)) and len(values) > 0
+    require(ok, key, values, f"must be a non-empty list of {what}")
+    repeated = sorted({v for v in values if list(values).count(v) > 1}, key=str)
+    require(not repeated, key, values, f"lists {repeated[0]!r} twice" if repeated else "")
+
+
+def validate_ensemble_optimizer(cfg: DictConfig) -> None:
+    """The batched stage runs Adam or AdamW (its own per-member update) and a LambdaLR schedule."""
+    optimizer = instantiate(cfg.optimizer)([torch.zeros(1, requires_grad=True)])
+    plain = isinstance(optimizer, torch.optim.Adam) and not any(
+        optimizer.defaults.get(flag) for flag in ("amsgrad", "maximize")
+    )
+    target = cfg.optimizer._target_
+    require(plain, "optimizer", target, "the batched stage runs Adam or AdamW (no amsgrad)")
+    if cfg.get("lr_schedule") is not None:
+        schedule = instantiate(cfg.lr_schedule)(optimizer, 1)
+        ok = isinstance(schedule, torch.optim.lr_scheduler.LambdaLR)
+        require(ok, "lr_schedule", cfg.lr_schedule._target_, "must give a LambdaLR")
+    algorithm = cfg.trainer.get("gradient_clip_algorithm") or "norm"
+    require(
+        algorithm == "norm", "trainer.gradient_clip_algorithm", algorithm, "must be norm (or null)"
+    )
+
+
+def validate_ensemble_config(cfg: DictConfig, modes: Any, seeds: Any) -> None:
+    """The batched classifier stage's members and settings (after validate_classify_config)."""
+    require_distinct_list("modes", modes, f"modes ({', '.join(ENSEMBLE_MODES)})")
+    for mode in modes:
+        require(mode in ENSEMBLE_MODES, "modes", modes, f"{mode!r} is not one of {ENSEMBLE_MODES}")
+        require(
+            cfg.synthetic is not None or mode == "real",
+            "synthetic",
+            cfg.synthetic,
+            f"mode={mode} needs a generated set: synthetic=PATH",
+        )
+    require_distinct_list("seeds", seeds, "seeds (integers >= 0)")
+    for seed in seeds:
+        require(is_int(seed) and seed >= 0, "seeds", seeds, "must be integers >= 0")
+    target = str(cfg.model.get("_target_"))
+    require(
+        target.endswith(".MLP"), "model", target, "the batched stage trains MLPs (mlp, mlp_seed)"
+    )
+    devices = cfg.trainer.get("devices")
+    require(devices == 1, "trainer.devices", devices, "the batched stage runs on one device: 1")
+    validate_perf(cfg)
+    validate_ensemble_optimizer(cfg)
+
+
+def infer_num_classes(data: DictConfig) -> None:
+    """`data.num_classes=null` with `data=image_folder` becomes the number of class folders
+    under `data.root` (as torchvision's ImageFolder counts them), before anything that the
+    count sizes is built; any other data config is left as it is."""
+    if data.get("num_classes") is not None or "_target_" not in data:
+        return
+    if not issubclass(get_class(data._target_), ImageFolderDataModule):
+        return
+    if data.root is None:
+        raise DataError(NO_ROOT)
+    data.num_classes = len(classes_of(Path(data.root).expanduser()))

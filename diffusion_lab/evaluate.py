@@ -18,8 +18,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab.cli import hydra_main, write_json
-from diffusion_lab.config import is_int, is_number, require, require_gpu_if_asked
-from diffusion_lab.data.image_folder import infer_num_classes
+from diffusion_lab.config import (
+    infer_num_classes,
+    is_int,
+    is_number,
+    require,
+    require_gpu_if_asked,
+)
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.evaluation import (
     Features,

@@ -12,8 +12,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from diffusion_lab import fitting
 from diffusion_lab.cli import hydra_main, print_summary
-from diffusion_lab.config import require, validate_train_config
-from diffusion_lab.data.image_folder import infer_num_classes
+from diffusion_lab.config import infer_num_classes, require, validate_train_config
 from diffusion_lab.errors import ConfigError
 from diffusion_lab.lit.callbacks import Throughput
 from diffusion_lab.lit.run import check_resumable

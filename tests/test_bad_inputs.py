@@ -445,6 +445,28 @@ CLASSIFY = [
         "callbacks.lr_monitor.logging_interval=hour",
         says="callbacks.lr_monitor: logging_interval should be `step` or `epoch` or `None`",
     ),
+    # The batched stage (modes= / seeds=).
+    bad("classify", "modes=[]", says="modes=[]: must be a non-empty list of modes"),
+    bad("classify", "seeds=[]", says="seeds=[]: must be a non-empty list of seeds"),
+    bad("classify", "modes=[real,fake]", says="modes=['real', 'fake']: 'fake' is not one of"),
+    bad("classify", "modes=[real,real]", says="modes=['real', 'real']: lists 'real' twice"),
+    bad("classify", "modes=[real,synthetic]", says="mode=synthetic needs a generated set"),
+    bad("classify", "seeds=[1,2,1]", says="seeds=[1, 2, 1]: lists 1 twice"),
+    bad("classify", "seeds=[1,-2]", says="seeds=[1, -2]: must be integers >= 0"),
+    bad(
+        "classify",
+        "seeds=[1]",
+        "optimizer._target_=torch.optim.SGD",
+        says="optimizer='torch.optim.SGD': the batched stage runs Adam or AdamW",
+    ),
+    bad("classify", "seeds=[1]", "perf.compile=maybe", says="perf.compile='maybe': must be"),
+    bad(
+        "classify",
+        "modes=[synthetic]",
+        "synthetic={inputs}/set",
+        "batch_size=100",
+        says="batch_size=100: larger than the 80 training images of mode synthetic",
+    ),
     # Checks that need the data.
     bad("classify", "batch_size=5000", says="batch_size=5000: larger than the 1400 training"),
     bad("classify", "real_per_class=1000", says="real_per_class=1000: class 0 has"),

@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from diffusion_lab.cli import compose_config
+from diffusion_lab.config import infer_num_classes
 from diffusion_lab.data import ImageFolderDataModule
 from diffusion_lab.data.image_files import centre_square, decode_files, parallel_for
-from diffusion_lab.data.image_folder import infer_num_classes
 from diffusion_lab.data.tensors import resize_uint8
 from diffusion_lab.errors import DataError
 from diffusion_lab.generate import generate

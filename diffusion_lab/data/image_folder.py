@@ -15,8 +15,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from hydra.utils import get_class
-from omegaconf import DictConfig
 from torch import Tensor
 
 from diffusion_lab.data.image_files import (
@@ -67,19 +65,6 @@ def classes_of(root: Path) -> list[str]:
     return names
 
 
-def infer_num_classes(data: DictConfig) -> None:
-    """`data.num_classes=null` with `data=image_folder` becomes the number of class folders
-    under `data.root` (as torchvision's ImageFolder counts them), before anything that the
-    count sizes is built; any other data config is left as it is."""
-    if data.get("num_classes") is not None or "_target_" not in data:
-        return
-    if not issubclass(get_class(data._target_), ImageFolderDataModule):
-        return
-    if data.root is None:
-        raise DataError(NO_ROOT)
-    data.num_classes = len(classes_of(Path(data.root).expanduser()))
-
-
 class ImageFolderDataModule(ImageDataModule):
     """Images from `root/<class>/` folders (PNG, JPEG), decoded once into uint8 tensors.
 
@@ -90,7 +75,7 @@ class ImageFolderDataModule(ImageDataModule):
         test_seed: seed of that hold-out.
         decode_threads: threads decoding files (None: min(8, CPU count)).
         **kwargs: ImageDataModule's; `num_classes` must equal the number of class folders
-            (`infer_num_classes` sets it from them in a config that leaves it null).
+            (`config.infer_num_classes` sets it from them in a config that leaves it null).
     """
 
     def __init__(

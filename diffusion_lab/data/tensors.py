@@ -89,8 +89,12 @@ def random_hflip(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     # Draw on the generator's device (a CPU generator cannot fill a CUDA tensor), then move.
     device = generator.device if generator is not None else x.device
     flip = torch.rand(x.shape[0], generator=generator, device=device) < 0.5
-    flip = flip.to(x.device).view(-1, *([1] * (x.dim() - 1)))
-    return torch.where(flip, x.flip(-1), x)
+    return hflip_where(x, flip.to(x.device))
+
+
+def hflip_where(x: Tensor, flip: Tensor) -> Tensor:
+    """Flip the samples of x (N, ...) along the width where the bool flip (N,) is set."""
+    return torch.where(flip.view(-1, *([1] * (x.dim() - 1))), x.flip(-1), x)
 
 
 def split_train_val(
@@ -112,11 +116,17 @@ def random_crop(x: Tensor, padding: int, generator: torch.Generator | None = Non
     """Zero-pad a batch (N, C, H, W) by `padding` and cut each sample at its own random offset."""
     if padding == 0:
         return x
-    n, _, h, w = x.shape
     device = generator.device if generator is not None else x.device
-    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator, device=device)
-    rows = (offsets[0, :, None] + torch.arange(h, device=device)).to(x.device)
-    cols = (offsets[1, :, None] + torch.arange(w, device=device)).to(x.device)
+    offsets = torch.randint(0, 2 * padding + 1, (2, len(x)), generator=generator, device=device)
+    return crop_at(x, padding, offsets.to(x.device))
+
+
+def crop_at(x: Tensor, padding: int, offsets: Tensor) -> Tensor:
+    """Zero-pad x (N, C, H, W) by `padding`; cut sample i at row offsets[0, i], column offsets[1, i]
+    (each in [0, 2 * padding]) of its padded image."""
+    n, _, h, w = x.shape
+    rows = offsets[0, :, None] + torch.arange(h, device=x.device)
+    cols = offsets[1, :, None] + torch.arange(w, device=x.device)
     padded = F.pad(x, (padding,) * 4).permute(0, 2, 3, 1)
     # One gather over the whole batch: sample i takes rows[i] x cols[i] of its padded image.
     batch = torch.arange(n, device=x.device)[:, None, None]
