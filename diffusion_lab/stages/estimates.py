@@ -12,6 +12,8 @@ from collections.abc import Callable
 import torch
 from omegaconf import DictConfig
 
+from diffusion_lab.classify_ensemble import build_module, load_data, requested_members
+from diffusion_lab.data.members import Member, MemberSchedule, mode_range
 from diffusion_lab.evaluation import load_features, resolve_device
 from diffusion_lab.lit.run import TrainedRun
 
@@ -51,3 +53,16 @@ def feature_images_per_s(evaluate_cfg: DictConfig) -> float:
     shape = (batch, evaluate_cfg.data.channels, evaluate_cfg.img_size, evaluate_cfg.img_size)
     images = torch.randint(0, 256, shape, dtype=torch.uint8)
     return batch / _seconds_per_call(lambda: network.extractor(images), device)
+
+
+def ensemble_epoch_seconds(classify_cfg: DictConfig, device: torch.device) -> float:
+    """Seconds per epoch of the batched classifier stage: its longest member's steps per epoch
+    (every step advances all members) times a timed batched step."""
+    modes, seeds = requested_members(classify_cfg)
+    data = load_data(classify_cfg, modes)
+    ranges = {mode: mode_range(mode, data.n_real, data.n_generated) for mode in modes}
+    members = tuple(Member(mode, seed, *ranges[mode]) for mode in modes for seed in seeds)
+    schedule = MemberSchedule(members, classify_cfg.batch_size, 1)
+    module = build_module(classify_cfg, data, schedule, device).to(device)
+    module.start_segment(0)
+    return schedule.num_steps * _seconds_per_call(module.batched_step, device)

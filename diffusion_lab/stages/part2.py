@@ -13,17 +13,25 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from diffusion_lab.classify_ensemble import classify_ensemble
 from diffusion_lab.config import sampler_nfe
 from diffusion_lab.evaluate import evaluate
 from diffusion_lab.generate import generate
 from diffusion_lab.stages import compose
 from diffusion_lab.stages.budget import largest_fitting
 from diffusion_lab.stages.context import StageContext
-from diffusion_lab.stages.estimates import feature_images_per_s, network_evals_per_s
+from diffusion_lab.stages.estimates import (
+    ensemble_epoch_seconds,
+    feature_images_per_s,
+    network_evals_per_s,
+)
 
 # Model loading, compilation and writing, on top of the measured rates.
 GENERATE_OVERHEAD_S = 10.0
 EVALUATE_OVERHEAD_S = 10.0
+CLASSIFY_OVERHEAD_S = 10.0
+# Validation every epoch and the test at the end, on top of the timed training steps.
+CLASSIFY_MARGIN = 1.15
 
 
 class PartSkipped(Exception):
@@ -119,22 +127,40 @@ def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
     }
 
 
+def classify_epochs(ctx: StageContext, cfg: DictConfig, recipe: str, share_s: float | None) -> int:
+    """The recipe's epochs, or as many as fit `share_s` (0: none fit)."""
+    if share_s is None:
+        return cfg.epochs
+    epoch_s = CLASSIFY_MARGIN * ensemble_epoch_seconds(cfg, ctx.device)
+    epochs = min(cfg.epochs, int(max(share_s - CLASSIFY_OVERHEAD_S, 0) // epoch_s))
+    if epochs < cfg.epochs:
+        ctx.note(
+            f"classify: recipe {recipe} for {epochs} epochs instead of {cfg.epochs} (about "
+            f"{epoch_s:.1f} s per epoch here; {share_s:.0f} s for it)"
+        )
+    return epochs
+
+
 def classify_stage(ctx: StageContext) -> dict[str, Any]:
-    """Every mode and seed of every recipe, one batched run per recipe."""
+    """Every mode and seed of every recipe, one batched run per recipe; the recipes share the
+    stage's time equally, each shrinking its epochs to fit its share or left out."""
     generated = ctx.result("generate")
     recipes: dict[str, Any] = {}
-    for recipe in ctx.cfg.study.classify.recipes:
+    names = list(ctx.cfg.study.classify.recipes)
+    for i, recipe in enumerate(names):
         out = ctx.folder.path("classify", recipe)
         cfg = compose.classify_config(ctx.cfg, recipe, Path(generated["set"]), out)
-        seconds = ctx.budget.seconds_left("classify")
-        if seconds is not None and seconds <= 0 and recipes:
-            ctx.note(f"classify: recipe {recipe} left out (no time left in its share)")
+        left = ctx.budget.seconds_left("classify")
+        share = None if left is None else left / (len(names) - i)
+        epochs = classify_epochs(ctx, cfg, recipe, share)
+        if epochs == 0:
+            ctx.note(f"classify: recipe {recipe} left out (not one epoch fits its share)")
             continue
-        from diffusion_lab.classify import classify_ensemble  # TODO(wire): helper's API
-
+        cfg.epochs = epochs
         start = time.perf_counter()
+        metrics = classify_ensemble(cfg)
         recipes[recipe] = {
-            "metrics": classify_ensemble(cfg),
+            "metrics": metrics,
             "wall_s": time.perf_counter() - start,
             "output_dir": str(out),
         }

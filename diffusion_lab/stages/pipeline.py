@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from diffusion_lab.data.image_folder import infer_num_classes
+from diffusion_lab.config import infer_num_classes
 from diffusion_lab.errors import UserFacingError
 from diffusion_lab.stages import checks, compose
 from diffusion_lab.stages.budget import STAGE_ORDER, Budget, stage_weights

@@ -97,7 +97,7 @@ def answers_table(ctx: StageContext) -> list[str]:
         theirs = f"{STUDY_ACCURACY[mode]:.2f} % (one run)" if mode in STUDY_ACCURACY else "not run"
         ours = []
         for recipe, result in recipes.items():
-            accuracies = result["metrics"].get("accuracy", {}).get(mode)
+            accuracies = result["metrics"]["modes"].get(mode, {}).get("test/acc")
             if accuracies:
                 name = "study's MLP" if recipe == STUDY_RECIPE else f"{recipe}"
                 ours.append(f"{pm(accuracies)} ({name})")
@@ -154,13 +154,27 @@ def part2_section(ctx: StageContext) -> list[str]:
         return ["Not run in this study (stage `classify` did not run or was left out).", ""]
     lines: list[str] = []
     for recipe, result in classify["recipes"].items():
-        accuracy = result["metrics"].get("accuracy", {})
-        lines += [f"### Recipe `{recipe}`", "", "| mode | test accuracy |", "| --- | --- |"]
-        lines += [f"| {mode} | {pm(values)} |" for mode, values in accuracy.items()]
+        metrics = result["metrics"]
+        lines += [
+            f"### Recipe `{recipe}`",
+            "",
+            f"{metrics['epochs']} epochs, batch {metrics['batch_size']}, {metrics['n_real']} real "
+            f"and {metrics['n_generated']} generated training images; accuracy on the real test "
+            "split, mean ± sample std over seeds.",
+            "",
+            "| mode | test accuracy | seeds |",
+            "| --- | --- | --- |",
+        ]
+        for mode, summary in metrics["modes"].items():
+            seeds = ", ".join(map(str, summary["seeds"]))
+            lines.append(f"| {mode} | {pm(summary['test/acc'])} | {seeds} |")
         lines.append("")
         out = Path(result["output_dir"])
-        for name in result["metrics"].get("figures", []):
-            lines += figure(ctx, out / name, f"{recipe}: {Path(name).stem.replace('_', ' ')}")
+        for mode in metrics["modes"]:
+            lines += figure(ctx, out / f"loss_curves_{mode}.png", f"{recipe}, {mode}: loss curves")
+        for mode in ("real", "augmented"):
+            caption = f"{recipe}, {mode}: confusion matrix (summed over seeds)"
+            lines += figure(ctx, out / f"confusion_{mode}.png", caption)
     return lines
 
 
