@@ -9,9 +9,9 @@ import time
 import pytest
 from omegaconf import open_dict
 
+from diffusion_lab.errors import ConfigError
 from diffusion_lab.lit.budget import BUDGET_FILE, TrainingBudget, steps_within
 from diffusion_lab.lit.lr_schedules import warmup_cosine_factor
-from diffusion_lab.errors import ConfigError
 from diffusion_lab.stages.budget import Budget, largest_fitting, stage_weights
 from diffusion_lab.stages.folder import StudyFolder, differing_keys
 
