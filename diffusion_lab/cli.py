@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from diffusion_lab.errors import UserFacingError
 from diffusion_lab.files import atomic_path
@@ -81,9 +81,19 @@ def job_number(job: Path) -> tuple[int, str]:
     return (int(number), job.name) if number.isdigit() else (sys.maxsize, job.name)
 
 
+def name_or(choice: Any, default: str) -> str:
+    """A group choice as a folder name (`experiment=quickstart` -> `quickstart`, a list joined
+    with `+`), or `default` where the group is unset."""
+    if choice is None or str(choice) in ("None", "null"):
+        return default
+    text = "+".join(map(str, choice)) if isinstance(choice, (list, tuple, ListConfig)) else choice
+    return UNSAFE_IN_NAMES.sub("_", str(text))[:JOB_NAME_MAX]
+
+
 # Registered on import, before @hydra.main composes `hydra.run.dir`, `hydra.sweep.subdir`.
 OmegaConf.register_new_resolver("dl_job_name", job_folder_name, replace=True)
 OmegaConf.register_new_resolver("dl_run_dir", resumed_run_dir, replace=True)
+OmegaConf.register_new_resolver("dl_name_or", name_or, replace=True)
 
 
 def config_files() -> Traversable:

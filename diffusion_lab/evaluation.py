@@ -255,7 +255,13 @@ def generated_images(cfg: DictConfig, device: torch.device) -> tuple[Any, dict[s
             gen, img_size=cfg.img_size, channels=data.channels, num_classes=data.num_classes
         )
         manifest = gen.manifest
-        validate_sample_counts(manifest["per_class"], cfg.precision_recall.k)
+        images, labels, per_class = gen.images, gen.labels, manifest["per_class"]
+        if cfg.set_per_class is not None:
+            per_class = cfg.set_per_class
+            what = f"set_per_class={per_class}"
+            keep = first_per_class(labels, per_class, data.num_classes, what)
+            images, labels = images[keep], labels[keep]
+        validate_sample_counts(per_class, cfg.precision_recall.k)
         # A set written by generate records its sampler; one written otherwise may not.
         sampler = manifest.get("sampler") or {}
         protocol = {
@@ -264,9 +270,9 @@ def generated_images(cfg: DictConfig, device: torch.device) -> tuple[Any, dict[s
             "steps": sampler.get("steps", "unknown"),
             "nfe": sampler.get("nfe", "unknown"),
             "w": manifest.get("w", "unknown"),
-            "per_class": manifest["per_class"],
+            "per_class": per_class,
         }
-        return (lambda: (gen.images, gen.labels)), protocol
+        return (lambda: (images, labels)), protocol
     validate_sample_counts(cfg.per_class, cfg.precision_recall.k)
     run = TrainedRun.load(cfg.ckpt)
     check_spec(run.spec, cfg, f"ckpt={cfg.ckpt}")

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
@@ -144,10 +146,25 @@ def check_command_line(config_name: str, overrides: Sequence[str], multirun: boo
     """
     if not multirun:
         cfg = compose(config_name, overrides, RunMode.RUN)
-        check_folder_can_be_made("hydra.run.dir", cfg.hydra.run.dir)
+        with hydra_config_of(cfg):
+            check_folder_can_be_made("hydra.run.dir", cfg.hydra.run.dir)
         return
     cfg = compose(config_name, overrides, RunMode.MULTIRUN)
     parsed = parse(overrides)
     check_sweep_options(parsed)
     compose(config_name, first_job(parsed), RunMode.RUN)
-    check_folder_can_be_made("hydra.sweep.dir", cfg.hydra.sweep.dir)
+    with hydra_config_of(cfg):
+        check_folder_can_be_made("hydra.sweep.dir", cfg.hydra.sweep.dir)
+
+
+@contextmanager
+def hydra_config_of(cfg: DictConfig) -> Iterator[None]:
+    """HydraConfig set to `cfg`'s Hydra node while its folders are resolved, as Hydra sets it
+    before making them: a folder may name the run's choices (`${hydra:runtime.choices.x}`)."""
+    instance = HydraConfig.instance()
+    previous = instance.cfg
+    instance.set_config(cfg)
+    try:
+        yield
+    finally:
+        instance.cfg = previous

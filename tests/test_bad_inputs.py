@@ -28,8 +28,9 @@ from tests.feature_standin import save_stand_in
 from tests.test_classify import TINY_CLASSIFY_OVERRIDES, digits_set
 from tests.test_generate import save_tiny_checkpoint
 from tests.test_image_folder import make_folder
+from tests.test_study import TINY_STUDY
 
-HYDRA_COMMANDS = ("train", "generate", "classify", "evaluate")
+HYDRA_COMMANDS = ("train", "generate", "classify", "evaluate", "study")
 NO_GPU = "no CUDA GPU is visible"
 
 
@@ -552,6 +553,72 @@ EVALUATE = [
     bad("evaluate", "kid.subsetsize=5", says="unknown key 'kid.subsetsize'; closest: kid.subset"),
 ]
 
+STUDY = [
+    bad("study", "budget_minutes=0", says="budget_minutes=0: must be null (no budget"),
+    bad("study", "budget_minutes=soon", says="budget_minutes='soon': must be null (no budget"),
+    bad(
+        "study",
+        "study.stages=[train,fly]",
+        says="study.stages=['train', 'fly']: must be a non-empty list of train, generate",
+    ),
+    bad("study", "study.stages=[]", says="study.stages=[]: must be a non-empty list of"),
+    bad(
+        "study",
+        "study.stages=[train,evaluate]",
+        says="study.stages=['train', 'evaluate']: evaluate needs generate, which is not included",
+    ),
+    bad(
+        "study",
+        "study.part3.grids=[gamma]",
+        says="study.part3.grids=['gamma']: no preset conf/experiment/part3_gamma.yaml",
+    ),
+    bad("study", "study.generate.per_class=0", says="study.generate.per_class=0: must be a pos"),
+    bad(
+        "study",
+        "study.evaluate.reference_per_class=1",
+        says="study.evaluate.reference_per_class=1: must be null (all) or an integer >= 2",
+    ),
+    bad(
+        "study",
+        "study.budget.weights.classify=0",
+        says="study.budget.weights.classify=0: > 0",
+    ),
+    bad("study", "study.stagez=[train]", says="unknown key 'study.stagez'; closest: study.stages"),
+    bad("study", "trainer=tpu", says="trainer=tpu: no such option; available: cpu, ddp"),
+    bad("study", "beta_1=0.5", says="beta_1=0.5: must be < beta_T=0.028"),
+    # A Part 3 run's own config is checked too: the cosine schedule ignores beta_T.
+    bad("study", "beta_T=0.02", says="beta_T=0.02: schedule=cosine does not use beta_T"),
+    bad(
+        "study",
+        "study.evaluate.overrides=['features.weights={inputs}/missing.pt']",
+        says="features.weights='{inputs}/missing.pt': no such file",
+    ),
+    bad(
+        "study",
+        "study.evaluate.overrides=['kid.subset_size=1']",
+        says="kid.subset_size=1: must be an integer >= 2",
+    ),
+    bad(
+        "study",
+        "study.classify.recipes=[mlp_seed,nope]",
+        says="model=nope: no such option",
+    ),
+    bad(
+        "study",
+        "data=cifar10",
+        "data.root={inputs}/nowhere",
+        "data.download=false",
+        "img_size=32",
+        says="{inputs}/nowhere",
+    ),
+    bad(
+        "study",
+        "budget_minutes=0.05",
+        says="budget_minutes=0.05: too small for one training epoch",
+    ),
+    bad("study", "hydra.run.dir={inputs}/text.txt/study", says="{inputs}/text.txt"),
+]
+
 REPORT = [
     bad("report", says="the following arguments are required: sweep_dir"),
     bad("report", "{inputs}/none", says="{inputs}/none: no such folder"),
@@ -632,12 +699,17 @@ BENCH = [
     ),
 ]
 
-ROWS = TRAIN + GENERATE + CLASSIFY + EVALUATE + EVALUATE_SAMPLER + REPORT + BENCH
+ROWS = TRAIN + GENERATE + CLASSIFY + EVALUATE + EVALUATE_SAMPLER + STUDY + REPORT + BENCH
 # Shrinking overrides that each Hydra command gets before the row's own arguments; evaluate
 # samples from the tiny digits checkpoint and measures with a stand-in feature network.
 SHRINK = {
     "train": TINY_TRAIN_OVERRIDES,
     "classify": TINY_CLASSIFY_OVERRIDES,
+    # The toy study of tests/test_study.py, measuring with the stand-in feature network.
+    "study": [
+        *TINY_STUDY,
+        "study.evaluate.overrides=['features.weights={inputs}/standin.pt','features.dim=16']",
+    ],
     "generate": ["per_class=2", "shard_size=10"],
     "evaluate": [
         "ckpt={inputs}/tiny.ckpt",

@@ -136,8 +136,11 @@ class LiveWeights(pl.Callback):
         )
 
 
-def fit_tiny_with_ema(ema: WarmupEMA, steps: int) -> tuple[DDPMModule, LiveWeights]:
-    """Train a tiny DDPM for `steps` optimizer steps, recording the live weights."""
+def fit_tiny_with_ema(
+    ema: WarmupEMA, steps: int, validate_every: int | None = None
+) -> tuple[DDPMModule, LiveWeights]:
+    """Train a tiny DDPM for `steps` optimizer steps, recording the live weights; with
+    `validate_every`, validation (which swaps the averaged weights in and out) every so many."""
     torch.manual_seed(0)
     net = UNet(
         in_channels=1, img_size=8, ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=()
@@ -148,7 +151,9 @@ def fit_tiny_with_ema(ema: WarmupEMA, steps: int) -> tuple[DDPMModule, LiveWeigh
     recorder = LiveWeights()
     trainer = pl.Trainer(
         max_steps=steps,
-        limit_val_batches=0,
+        limit_val_batches=0 if validate_every is None else 1,
+        val_check_interval=validate_every,
+        num_sanity_val_steps=0,
         callbacks=[ema, recorder],
         logger=False,
         enable_checkpointing=False,
@@ -159,14 +164,16 @@ def fit_tiny_with_ema(ema: WarmupEMA, steps: int) -> tuple[DDPMModule, LiveWeigh
     return module, recorder
 
 
-@pytest.mark.parametrize("warmup", [False, True])
-def test_ema_follows_its_recurrence(warmup):
+@pytest.mark.parametrize(("warmup", "validate_every"), [(False, None), (True, None), (True, 2)])
+def test_ema_follows_its_recurrence(warmup, validate_every):
     """e_1 = w_1, e_n = d_n e_(n-1) + (1 - d_n) w_n; the module ends with e_N (on_train_end).
 
     d_n = decay, or min(decay, n / (9 + n)) with warmup (n - 1 updates averaged before step n).
+    Validations in between swap the weights twice each and must not disturb the average.
     """
     decay, steps = 0.7, 5
-    module, recorder = fit_tiny_with_ema(WarmupEMA(decay=decay, warmup=warmup), steps)
+    ema = WarmupEMA(decay=decay, warmup=warmup)
+    module, recorder = fit_tiny_with_ema(ema, steps, validate_every)
 
     expected = recorder.snapshots[0]
     for n, live in enumerate(recorder.snapshots[1:], start=2):

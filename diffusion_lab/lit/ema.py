@@ -50,12 +50,14 @@ class WarmupEMA(WeightAveraging):
         self.decay = decay
         self.warmup = warmup
         self._num_updates: int | None = None
+        self._paired: tuple[list[Tensor], list[Tensor]] | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # The module is still on the CPU here, and WeightAveraging would keep the average where
         # the module is now: every update would then copy all weights off the GPU.
         if self._device is None:
             self._device = trainer.strategy.root_device
+        self._paired = None  # the average is made anew here
         super().setup(trainer, pl_module, stage)
 
     def decay_after(self, num_updates: int) -> float:
@@ -83,7 +85,7 @@ class WarmupEMA(WeightAveraging):
         assert average is not None, "update_average runs after setup('fit')"
         if self._num_updates is None:  # once per fit: after a resume the count is restored
             self._num_updates = int(average.n_averaged)
-        ema, current = averaged_tensors(average.module), averaged_tensors(pl_module)
+        ema, current = self.paired_tensors(pl_module)
         if self._num_updates == 0:
             torch._foreach_copy_(ema, current)
         else:
@@ -91,9 +93,29 @@ class WarmupEMA(WeightAveraging):
         average.n_averaged.add_(1)  # kept for checkpoints; never read back per step
         self._num_updates += 1
 
+    def paired_tensors(self, pl_module: pl.LightningModule) -> tuple[list[Tensor], list[Tensor]]:
+        """The average's tensors and the module's, listed once per fit.
+
+        Listing the study UNet's 349 tensors twice per step took 9 ms of host time on the
+        2-core development CPU (loaded), more than the fused update itself. The lists stay
+        valid: the swaps for validation copy values in place, and nothing replaces a parameter
+        during a fit; the first parameter's storage is checked anyway, so a module moved
+        elsewhere is listed again.
+        """
+        cached = self._paired
+        if (
+            cached is not None
+            and cached[1][0].data_ptr() == next(pl_module.parameters()).data_ptr()
+        ):
+            return cached
+        assert self._average_model is not None
+        self._paired = (averaged_tensors(self._average_model.module), averaged_tensors(pl_module))
+        return self._paired
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self._num_updates = None
+        self._paired = None
 
     @contextmanager
     def averaged_weights(self, pl_module: pl.LightningModule) -> Iterator[None]:
