@@ -10,11 +10,12 @@ from __future__ import annotations
 from argparse import Namespace
 from pathlib import Path
 
-from diffusion_lab.cli import ArgumentParser, print_summary, report_user_errors
+from diffusion_lab.cli.entry_points import ArgumentParser, print_summary
+from diffusion_lab.cli.user_errors import report_user_errors
 from diffusion_lab.data.export import export_png
 from diffusion_lab.data.generated import read_generated_set
 from diffusion_lab.data.image_files import DEFAULT_THREADS
-from diffusion_lab.files import check_folder_can_be_made
+from diffusion_lab.utils.files import check_folder_can_be_made
 
 
 def parse_args(argv: list[str] | None = None) -> Namespace:

@@ -15,7 +15,7 @@ STARTED = time.time()
 
 from omegaconf import DictConfig  # noqa: E402
 
-from diffusion_lab.cli import hydra_main, print_summary  # noqa: E402
+from diffusion_lab.cli.entry_points import hydra_main, print_summary  # noqa: E402
 from diffusion_lab.stages.pipeline import run_study  # noqa: E402
 
 

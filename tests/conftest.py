@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra.core.hydra_config import HydraConfig
 
 REPO_ROOT = Path(__file__).parents[1]
 TINY_TRAIN_PER_BATCH = 4
@@ -21,6 +22,13 @@ def checksum_cache(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("checksum_cache")
     os.environ["DIFFUSION_LAB_CACHE"] = str(folder)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def no_hydra_config_left_behind():
+    """Each test starts without the HydraConfig an in-process command (`--cfg`, a run) set."""
+    yield
+    HydraConfig.instance().cfg = None
 
 
 @pytest.fixture(scope="session")
@@ -96,7 +104,7 @@ TINY_TRAIN_OVERRIDES = [
 @pytest.fixture
 def compose_train(tmp_path: Path):
     """compose_train(*overrides) -> the real `train` config, shrunk, writing into tmp_path/run."""
-    from diffusion_lab.cli import compose_config
+    from diffusion_lab.config.source import compose_config
 
     def _compose(*overrides: str):
         return compose_config(

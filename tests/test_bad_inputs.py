@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusion_lab.cli import report_user_errors
+from diffusion_lab.cli.user_errors import report_user_errors
 from diffusion_lab.data.generated import MANIFEST_NAME
 from tests.conftest import TINY_TRAIN_OVERRIDES
 from tests.feature_standin import save_stand_in
@@ -657,18 +657,19 @@ BENCH = [
         says="{inputs}/full/bench: no space left on the device",
     ),
     bad(
-        "bench_input",
+        "bench",
+        "input",
         "--json",
         "{inputs}/locked/b/b.json",
         says="{inputs}/locked/b: no permission; choose a folder you can write to",
     ),
-    bad("bench_input", "--images", "0", says="--images, --batch-size, --epochs and"),
-    bad("bench_input", "--images", "10", says="--images must be >= --batch-size"),
-    bad("bench_input", "--epochs", "x", says="argument --epochs: invalid int value: 'x'"),
-    bad("bench_input", "model.widths=[0]", says="model.widths=[0]: must be positive integers"),
-    bad("bench_input", "lr=-1", says="lr=-1: must be a number > 0"),
-    bad("bench_input", "foo=1", says="foo=1: unknown key 'foo'; to add it, pass +foo=1"),
-    bad("bench_input", "model=bogus", says="model=bogus: no such option; available: cnn, mlp"),
+    bad("bench", "input", "--images", "0", says="--images, --batch-size, --epochs and"),
+    bad("bench", "input", "--images", "10", says="--images must be >= --batch-size"),
+    bad("bench", "input", "--epochs", "x", says="argument --epochs: invalid int value: 'x'"),
+    bad("bench", "input", "model.widths=[0]", says="model.widths=[0]: must be positive integers"),
+    bad("bench", "input", "lr=-1", says="lr=-1: must be a number > 0"),
+    bad("bench", "input", "foo=1", says="foo=1: unknown key 'foo'; to add it, pass +foo=1"),
+    bad("bench", "input", "model=bogus", says="model=bogus: no such option; available: cnn, mlp"),
     bad("export_set", "{inputs}/none", says="generated set {inputs}/none: no such folder"),
     bad("export_set", "{inputs}/set", "--threads", "0", says="--threads=0: must be at least 1"),
     bad("export_set", "{inputs}/no_sha256", says="shards[0].sha256=None, expected str"),
@@ -880,7 +881,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(
 
 def test_the_table_covers_every_command_with_at_least_60_inputs():
     assert len(ROWS) >= 60
-    commands = {*HYDRA_COMMANDS, "report", "bench", "bench_input", "export_set"}
+    commands = {*HYDRA_COMMANDS, "report", "bench", "export_set"}
     assert {row.command for row in ROWS} == commands
 
 

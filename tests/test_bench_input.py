@@ -1,16 +1,18 @@
-"""The input benchmark runs end to end on a few batches and writes its table as JSON."""
+"""`bench input`, the input benchmark, runs end to end on a few batches and writes its table as
+JSON."""
 
 from __future__ import annotations
 
 import json
 
-from diffusion_lab.bench_input import BASELINE, main
+from diffusion_lab.bench import main
+from diffusion_lab.benchmarks.input import BASELINE
 
 
 def test_bench_input_writes_rows_with_ratios_to_the_baseline(tmp_path, capsys):
     out = tmp_path / "bench.json"
     sizes = ["--images", "256", "--epochs", "2", "--baseline-batches", "3", "--step-batches", "2"]
-    main([*sizes, "--json", str(out)])
+    main(["input", *sizes, "--json", str(out)])
     report = json.loads(out.read_text())
     cases = [row["case"] for row in report["rows"]]
     assert cases[0] == BASELINE and cases[1] == "in-memory tensors" and "MLP step" in cases[2]

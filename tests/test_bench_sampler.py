@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from diffusion_lab.bench import CPU_CASES, DEFAULT_CASES, measure
+from diffusion_lab.benchmarks.cases import CPU_CASES, DEFAULT_CASES, measure
 from tests.conftest import TINY_TRAIN_OVERRIDES
 
 DPM3 = ["sampler=dpmpp_2m", "sampler.steps=3", "sampler.guidance_interval=[10,19]"]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from diffusion_lab.cli import config_files
+from diffusion_lab.config.source import config_files
 from diffusion_lab.diffusion import (
     BETA_SCHEDULES,
     NoiseSchedule,

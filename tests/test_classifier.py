@@ -8,10 +8,10 @@ import torch
 from diffusion_lab.data import ClassificationDataModule, DigitsDataModule
 from diffusion_lab.data.generated import write_generated_set
 from diffusion_lab.data.tensors import random_crop, to_signed_unit
-from diffusion_lab.errors import DataError
+from diffusion_lab.figures.save import save_figure
 from diffusion_lab.lit.confusion import confusion_figure
 from diffusion_lab.nets import MLP
-from diffusion_lab.plotting import save_figure
+from diffusion_lab.utils.errors import DataError
 
 
 def test_mlp_shapes_and_layers():

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusion_lab.classify import classify
-from diffusion_lab.cli import compose_config
+from diffusion_lab.config.source import compose_config
 from diffusion_lab.data.generated import write_generated_set
-from diffusion_lab.errors import ConfigError
+from diffusion_lab.jobs.classify import classify
+from diffusion_lab.utils.errors import ConfigError
 from tests.conftest import REPO_ROOT
 from tests.test_train import tensorboard_tags
 

@@ -10,10 +10,10 @@ import pytest
 from omegaconf import OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
-from diffusion_lab.errors import DataError
 from diffusion_lab.reporting import summarize_classify_sweep
 from diffusion_lab.reporting.classify_sweep import classify_figures, read_jobs
 from diffusion_lab.reporting.epoch_curves import validation_by_epoch
+from diffusion_lab.utils.errors import DataError
 
 # mode -> seed -> (test accuracy, per-class accuracy of classes a and b)
 RESULTS = {
@@ -183,7 +183,7 @@ def test_a_folder_without_jobs_is_refused(tmp_path):
 @pytest.mark.slow
 def test_report_of_real_runs_lines_up_the_modes_by_epoch(tmp_path):
     """Two tiny real classify runs (real; augmented, with more steps per epoch) as sweep jobs."""
-    from diffusion_lab.classify import classify
+    from diffusion_lab.jobs.classify import classify
     from tests.test_classify import compose_classify, digits_set
 
     sweep = tmp_path / "sweep"

@@ -7,10 +7,10 @@ import torch
 from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 
-from diffusion_lab.cli import config_source
-from diffusion_lab.config import validate_classify_config
-from diffusion_lab.errors import ConfigError
+from diffusion_lab.config.classify import validate_classify_config
+from diffusion_lab.config.source import config_source
 from diffusion_lab.nets import CNN
+from diffusion_lab.utils.errors import ConfigError
 
 
 @pytest.mark.parametrize(("in_shape", "widths"), [((3, 32, 32), [8, 16, 32]), ((1, 8, 8), [4])])

@@ -1,6 +1,6 @@
-"""The checks before Hydra runs a command (cli.hydra_main, overrides.py) and before evaluate
-works (evaluation_memory.py): what passes them, what Hydra's own flags still do, the numbers
-of a memory refusal. The refusals themselves are rows of tests/test_bad_inputs.py."""
+"""The checks before Hydra runs a command (cli/entry_points.py hydra_main, cli/overrides.py) and
+before evaluate works (scoring/memory.py): what passes them, what Hydra's own flags still do, the
+numbers of a memory refusal. The refusals themselves are rows of tests/test_bad_inputs.py."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import sys
 
 import pytest
 
-from diffusion_lab import evaluation_memory, train
-from diffusion_lab.cli import config_source
-from diffusion_lab.errors import ConfigError, DataError
-from diffusion_lab.evaluation_memory import EvaluationSize, check_memory
-from diffusion_lab.overrides import check_command_line
+from diffusion_lab import train
+from diffusion_lab.cli.overrides import check_command_line
+from diffusion_lab.config.source import config_source
+from diffusion_lab.scoring import memory
+from diffusion_lab.scoring.memory import EvaluationSize, check_memory
+from diffusion_lab.utils.errors import ConfigError, DataError
 
 
 def run_train(monkeypatch, capsys, *argv: str) -> tuple[int, str]:
@@ -81,7 +82,7 @@ def test_the_estimate_grows_with_what_evaluate_holds():
 
 
 def test_a_request_larger_than_the_memory_is_refused_with_the_numbers(monkeypatch):
-    monkeypatch.setattr(evaluation_memory, "available_memory", lambda: 4 * 1024**3)
+    monkeypatch.setattr(memory, "available_memory", lambda: 4 * 1024**3)
     check_memory(size(), "per_class", 5000)
     with pytest.raises(DataError) as info:
         check_memory(size(num_generated=500_000, to_sample=500_000), "per_class", 50_000)
@@ -94,10 +95,10 @@ def test_a_request_larger_than_the_memory_is_refused_with_the_numbers(monkeypatc
 
 
 def test_unknown_available_memory_refuses_nothing(monkeypatch):
-    monkeypatch.setattr(evaluation_memory, "available_memory", lambda: None)
+    monkeypatch.setattr(memory, "available_memory", lambda: None)
     check_memory(size(num_generated=10**12, to_sample=10**12), "per_class", 10**11)
 
 
 def test_available_memory_is_read_from_the_kernel():
-    available = evaluation_memory.available_memory()
+    available = memory.available_memory()
     assert available is not None and 0 < available < 2**50

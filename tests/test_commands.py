@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from diffusion_lab.cli import JOB_NAME_MAX
+from diffusion_lab.config.folders import JOB_NAME_MAX
 from diffusion_lab.reporting import job_dirs
 from tests.conftest import REPO_ROOT, TINY_TRAIN_OVERRIDES
 from tests.test_train import tensorboard_hparam_columns, tensorboard_tags

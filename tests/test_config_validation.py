@@ -7,9 +7,9 @@ import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
-from diffusion_lab.cli import compose_config
-from diffusion_lab.config import validate_train_config
-from diffusion_lab.errors import ConfigError
+from diffusion_lab.config.source import compose_config
+from diffusion_lab.config.train import validate_train_config
+from diffusion_lab.utils.errors import ConfigError
 
 
 def compose_train(*overrides):

@@ -11,18 +11,15 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import diffusion_lab.lit.callbacks as callbacks
-import diffusion_lab.progress as progress
-from diffusion_lab.classify import classify
+import diffusion_lab.utils.progress as progress
 from diffusion_lab.diffusion import NoiseSchedule, linear_betas
+from diffusion_lab.figures.bars import per_class_accuracy_figure
+from diffusion_lab.figures.curves import schedule_figure
+from diffusion_lab.figures.fonts import wrap_overrides
+from diffusion_lab.figures.grids import class_grid, class_grid_figure
+from diffusion_lab.jobs.classify import classify
+from diffusion_lab.jobs.train import train
 from diffusion_lab.lit.progress_bar import remaining_s
-from diffusion_lab.plotting import (
-    class_grid,
-    class_grid_figure,
-    per_class_accuracy_figure,
-    schedule_figure,
-    wrap_overrides,
-)
-from diffusion_lab.train import train
 from tests.test_classify import compose_classify
 
 
@@ -104,7 +101,7 @@ def test_classifier_logs_every_step_and_its_curves_by_epoch_in_one_event_file(
 
 def test_progress_off_a_terminal_is_logged_in_images_with_an_eta(caplog, monkeypatch):
     monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
-    caplog.set_level(logging.INFO, logger="diffusion_lab.progress")
+    caplog.set_level(logging.INFO, logger="diffusion_lab.utils.progress")
     with progress.progress_bar(40, "generating") as bar:
         hook = progress.images_per_step(bar, 20)
         for _ in range(2):  # two sampler calls of 20 images, 4 steps each

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from diffusion_lab.jobs.train import train
 from diffusion_lab.lit.ddpm import DDPMModule
 from diffusion_lab.lit.guard import TrainingDiverged
-from diffusion_lab.train import train
 from tests.conftest import TINY_TRAIN_OVERRIDES
 from tests.test_commands import run_train
 

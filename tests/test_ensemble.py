@@ -8,11 +8,11 @@ import torch
 from diffusion_lab.data.members import Member, MemberSchedule, epoch_order, mode_range
 from diffusion_lab.data.modules import EpochShuffle
 from diffusion_lab.data.tensors import InMemoryImages
-from diffusion_lab.errors import DataError
 from diffusion_lab.lit.ensemble import EnsembleClassifierModule
 from diffusion_lab.nets import MLP
 from diffusion_lab.nets.ensemble import DROPOUT_STREAM, KeyedDropout, MLPEnsemble, keyed_uniform
 from diffusion_lab.nets.ensemble_adam import AdamSettings
+from diffusion_lab.utils.errors import DataError
 
 SHAPE = (3, 4, 4)
 

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from diffusion_lab import report
-from diffusion_lab.cli import compose_config
+from diffusion_lab.config.source import compose_config
 from diffusion_lab.data.digits import load_digits_split
 from diffusion_lab.data.generated import write_generated_set
 from diffusion_lab.data.tensors import resize_uint8
-from diffusion_lab.errors import UserFacingError
-from diffusion_lab.evaluate import evaluate
+from diffusion_lab.jobs.evaluate import evaluate
+from diffusion_lab.utils.errors import UserFacingError
 from tests.conftest import REPO_ROOT
 from tests.feature_standin import save_stand_in
 from tests.test_generate import save_tiny_checkpoint
@@ -132,9 +132,9 @@ def test_bad_input_is_one_clear_error(ckpt, weights, tmp_path, overrides, messag
 
 
 def test_without_the_weights_package_the_error_says_how_to_install(ckpt, tmp_path, monkeypatch):
-    import diffusion_lab.evaluation as evaluation
+    import diffusion_lab.scoring.features as features
 
-    monkeypatch.setattr(evaluation, "default_weights", lambda: None)
+    monkeypatch.setattr(features, "default_weights", lambda: None)
     cfg = compose_config(
         "evaluate", [f"ckpt={ckpt}", *DIGITS8, *DDIM5, f"output_dir={tmp_path / 'run'}"]
     )

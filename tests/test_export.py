@@ -13,13 +13,13 @@ import torch
 from torchvision.datasets import ImageFolder
 
 from diffusion_lab import export_set
-from diffusion_lab.classify import classify
 from diffusion_lab.data.digits import DIGIT_CLASSES, load_digits_split
 from diffusion_lab.data.export import EXPORT_RECORD, class_folder, export_png
 from diffusion_lab.data.generated import read_generated_set, write_generated_set
 from diffusion_lab.data.image_files import decode_files, flatten, scan_classes
-from diffusion_lab.errors import DataError
-from diffusion_lab.files import HOST
+from diffusion_lab.jobs.classify import classify
+from diffusion_lab.utils.errors import DataError
+from diffusion_lab.utils.files import HOST
 from tests.conftest import REPO_ROOT
 from tests.test_classify import compose_classify
 

@@ -17,11 +17,11 @@ from torch import nn
 
 from diffusion_lab.data import DigitsDataModule
 from diffusion_lab.diffusion import NoiseSchedule, guided_eps, linear_betas
-from diffusion_lab.errors import DataError
+from diffusion_lab.jobs.train import usable_precision
 from diffusion_lab.lit.ddpm import DDPMModule
 from diffusion_lab.nets import UNet, speed
 from diffusion_lab.nets.unet import GroupNorm
-from diffusion_lab.train import usable_precision
+from diffusion_lab.utils.errors import DataError
 
 TINY = dict(
     in_channels=3, img_size=8, ch=16, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,)

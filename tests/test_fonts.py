@@ -11,9 +11,10 @@ import pytest
 import torch
 from matplotlib import font_manager
 
-from diffusion_lab import fonts
+from diffusion_lab.figures import fonts
+from diffusion_lab.figures.bars import per_class_accuracy_figure
+from diffusion_lab.figures.grids import class_grid, class_grid_figure
 from diffusion_lab.lit.confusion import confusion_figure
-from diffusion_lab.plotting import class_grid, class_grid_figure, per_class_accuracy_figure
 
 JAPANESE = ["ねこ", "犬", "がっこう"]
 

@@ -20,14 +20,15 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torchvision.datasets import ImageFolder
 
-import diffusion_lab.generate as generate_module
+import diffusion_lab.jobs.generate_shards as generate_shards
 from diffusion_lab import diffusion
-from diffusion_lab.cli import compose_config
+from diffusion_lab.config.source import compose_config
 from diffusion_lab.data.generated import MANIFEST_NAME, read_generated_set
-from diffusion_lab.errors import DataError, UserFacingError
-from diffusion_lab.files import sha256_file
-from diffusion_lab.generate import generate
-from diffusion_lab.lit.run import RUN_CONFIG_KEY, NonFiniteSamples
+from diffusion_lab.jobs.generate import generate
+from diffusion_lab.runs.checkpoints import RUN_CONFIG_KEY
+from diffusion_lab.runs.trained_run import NonFiniteSamples
+from diffusion_lab.utils.errors import DataError, UserFacingError
+from diffusion_lab.utils.files import sha256_file
 from tests.conftest import REPO_ROOT, TINY_TRAIN_OVERRIDES
 
 # 10 classes x 3 = 30 images in 8 shards (the last holds 2), DDIM with 5 of the T=20 steps.
@@ -123,7 +124,7 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_set(ckpt, tmp_path, mon
     generate(compose_generate(ckpt, tmp_path / "reference"))
     reference = read_generated_set(tmp_path / "reference")
 
-    real_write_manifest = generate_module.write_manifest
+    real_write_manifest = generate_shards.write_manifest
     calls = []
 
     def write_manifest_then_die(root, manifest):
@@ -133,7 +134,7 @@ def test_killed_run_resumes_to_exactly_the_uninterrupted_set(ckpt, tmp_path, mon
             raise Killed
         return real_write_manifest(root, manifest)
 
-    monkeypatch.setattr(generate_module, "write_manifest", write_manifest_then_die)
+    monkeypatch.setattr(generate_shards, "write_manifest", write_manifest_then_die)
     out = tmp_path / "set"
     with pytest.raises(Killed):
         generate(compose_generate(ckpt, out))
@@ -279,7 +280,7 @@ def test_a_set_larger_than_the_free_disk_is_refused_before_anything_is_written(
 ):
     out = tmp_path / "new" / "set"
     # 30 images of 1x8x8 with int64 labels in one shard (+4 KiB): 6256 bytes, 1000 free.
-    monkeypatch.setattr(generate_module.shutil, "disk_usage", lambda path: Usage(free=1000))
+    monkeypatch.setattr(generate_shards.shutil, "disk_usage", lambda path: Usage(free=1000))
     message = f"out={out}: the set needs about 6.1 KiB (30 images of 1x8x8) but only 1000 B is free"
     with pytest.raises(DataError, match=re.escape(message)):
         generate(compose_generate(ckpt, out, "per_class=3", "shard_size=30"))
@@ -393,16 +394,17 @@ HELD_GENERATE = """
 import sys, time
 from pathlib import Path
 import diffusion_lab.generate as g
+import diffusion_lab.jobs.generate_shards as shards
 
 go = Path(sys.argv.pop(1))
-make_shard = g.make_shard
+make_shard = shards.make_shard
 
 def held(*args, **kwargs):
     while not go.exists():
         time.sleep(0.05)
     return make_shard(*args, **kwargs)
 
-g.make_shard = held
+shards.make_shard = held
 g.main()
 """
 

@@ -21,7 +21,7 @@ from diffusion_lab.data.generated import (
     write_manifest,
     write_shard,
 )
-from diffusion_lab.errors import DataError
+from diffusion_lab.utils.errors import DataError
 
 NUM_CLASSES, PER_CLASS, SHARD_SIZE = 3, 5, 4
 

@@ -12,14 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
-from diffusion_lab.cli import compose_config
-from diffusion_lab.config import infer_num_classes
+from diffusion_lab.config.data import infer_num_classes
+from diffusion_lab.config.source import compose_config
 from diffusion_lab.data import ImageFolderDataModule
 from diffusion_lab.data.image_files import centre_square, decode_files, parallel_for
 from diffusion_lab.data.tensors import resize_uint8
-from diffusion_lab.errors import DataError
-from diffusion_lab.generate import generate
-from diffusion_lab.train import train
+from diffusion_lab.jobs.generate import generate
+from diffusion_lab.jobs.train import train
+from diffusion_lab.utils.errors import DataError
 from tests.conftest import REPO_ROOT
 
 

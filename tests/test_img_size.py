@@ -10,9 +10,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from diffusion_lab.config import validate_train_config
+from diffusion_lab.config.train import validate_train_config
 from diffusion_lab.data.tensors import resize_uint8
-from diffusion_lab.errors import ConfigError
+from diffusion_lab.utils.errors import ConfigError
 
 
 @pytest.mark.parametrize("img_size", [8, 16, 24])

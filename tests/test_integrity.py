@@ -21,10 +21,11 @@ from hydra.utils import instantiate
 
 import diffusion_lab.data.checksum_cache as checksum_cache
 import diffusion_lab.data.cifar10 as cifar10
-import diffusion_lab.files as files
+import diffusion_lab.utils.files as files
 from diffusion_lab.data.cifar10 import content_digest, load_cifar10, read_cifar10_split
-from diffusion_lab.errors import DataError
-from diffusion_lab.files import (
+from diffusion_lab.lit.checkpoint import AtomicCheckpointIO
+from diffusion_lab.utils.errors import DataError
+from diffusion_lab.utils.files import (
     HOST,
     FolderLocked,
     atomic_path,
@@ -32,7 +33,6 @@ from diffusion_lab.files import (
     remove_stale_temps,
     temp_name,
 )
-from diffusion_lab.lit.checkpoint import AtomicCheckpointIO
 from tests.conftest import REPO_ROOT
 
 PYTHON_ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}

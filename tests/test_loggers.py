@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from diffusion_lab.errors import ConfigError
-from diffusion_lab.evaluate import evaluate
-from diffusion_lab.fitting import build_logger
-from diffusion_lab.lit.loggers import check_logger_packages
-from diffusion_lab.train import train
+from diffusion_lab.jobs.evaluate import evaluate
+from diffusion_lab.jobs.train import train
+from diffusion_lab.tracking.loggers import build_logger, check_logger_packages
+from diffusion_lab.utils.errors import ConfigError
 from tests.feature_standin import save_stand_in
 from tests.test_evaluate import DDIM5, compose_evaluate
 from tests.test_generate import save_tiny_checkpoint
@@ -26,7 +25,7 @@ SKIP_WARNING = "CSVLogger takes no figures"
 
 def test_csv_beside_tensorboard_gets_scalars_hparams_and_one_warning(compose_train, caplog):
     cfg = compose_train("logger=[tensorboard,csv]")
-    with caplog.at_level(logging.WARNING, logger="diffusion_lab.lit.loggers"):
+    with caplog.at_level(logging.WARNING, logger="diffusion_lab.tracking.loggers"):
         metrics = train(cfg)
     run = Path(cfg.output_dir)
     with (run / "csv" / "metrics.csv").open() as f:

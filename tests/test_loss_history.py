@@ -6,13 +6,13 @@ from pathlib import Path
 
 import torch
 
-from diffusion_lab.loss_history import (
+from diffusion_lab.jobs.train import train
+from diffusion_lab.tracking.loss_history import (
     HISTORY_FILE,
     LossHistory,
     read_loss_history,
     write_loss_history,
 )
-from diffusion_lab.train import train
 
 
 def test_round_trip_keeps_every_point_and_digit(tmp_path):

@@ -17,7 +17,7 @@ from diffusion_lab.quality.features import (
     resize_like_tf,
     to_network_range,
 )
-from diffusion_lab.quality.reference_cache import CacheKey, cached_features, sha256_tensors
+from diffusion_lab.scoring.reference_cache import CacheKey, cached_features, sha256_tensors
 from tests.feature_standin import StandInFeatures, save_stand_in
 
 

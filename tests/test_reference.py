@@ -12,17 +12,17 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
-from diffusion_lab.classify import classify
-from diffusion_lab.cli import compose_config
+from diffusion_lab.config.source import compose_config
 from diffusion_lab.data.cifar10 import load_cifar10
 from diffusion_lab.data.generated import write_generated_set
 from diffusion_lab.data.tensors import to_signed_unit
-from diffusion_lab.errors import UserFacingError
-from diffusion_lab.evaluate import evaluate
-from diffusion_lab.evaluation import load_reference
-from diffusion_lab.lit.reference import ReferenceClassifier, load_reference_classifier
-from diffusion_lab.lit.run import RUN_CONFIG_KEY
+from diffusion_lab.jobs.classify import classify
+from diffusion_lab.jobs.evaluate import evaluate
 from diffusion_lab.quality.fidelity import label_fidelity
+from diffusion_lab.runs.checkpoints import RUN_CONFIG_KEY
+from diffusion_lab.runs.reference import ReferenceClassifier, load_reference_classifier
+from diffusion_lab.scoring.reference import load_reference
+from diffusion_lab.utils.errors import UserFacingError
 from tests.conftest import REPO_ROOT
 from tests.feature_standin import save_stand_in
 from tests.test_evaluate import DIGITS8, STAND_IN

@@ -19,13 +19,6 @@ from omegaconf import OmegaConf
 from torch.utils.tensorboard import SummaryWriter
 
 from diffusion_lab import report
-from diffusion_lab.lit.run import RUN_CONFIG_KEY, TrainedRun
-from diffusion_lab.loss_history import (
-    HISTORY_FILE,
-    LossHistory,
-    read_loss_history,
-    write_loss_history,
-)
 from diffusion_lab.reporting import FINAL_CKPT, job_dirs, row_labels
 from diffusion_lab.reporting.training_sweep import (
     THINNED,
@@ -33,6 +26,14 @@ from diffusion_lab.reporting.training_sweep import (
     quality_figure,
     schedule_caveat,
     schedule_differences,
+)
+from diffusion_lab.runs.checkpoints import RUN_CONFIG_KEY
+from diffusion_lab.runs.trained_run import TrainedRun
+from diffusion_lab.tracking.loss_history import (
+    HISTORY_FILE,
+    LossHistory,
+    read_loss_history,
+    write_loss_history,
 )
 from tests.conftest import REPO_ROOT
 

@@ -20,16 +20,17 @@ import pytorch_lightning as pl
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from diffusion_lab.cli import compose_config, resumed_run_dir
+from diffusion_lab.config.folders import resumed_run_dir
+from diffusion_lab.config.source import compose_config
 from diffusion_lab.data import DigitsDataModule
-from diffusion_lab.fitting import checkpoint_step
+from diffusion_lab.jobs.fitting import checkpoint_step
+from diffusion_lab.jobs.train import train
 from diffusion_lab.lit.checkpoint import (
     RunCheckpoint,
     TrainingInterrupted,
     capture_random_state,
     restore_random_state,
 )
-from diffusion_lab.train import train
 from tests.conftest import REPO_ROOT, TINY_TRAIN_OVERRIDES
 
 # 2 epochs of 3 steps; dropout and flips so that every random draw of a step is exercised.

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from diffusion_lab.fitting import checkpoint_step
+from diffusion_lab.jobs.fitting import checkpoint_step
 from diffusion_lab.lit.checkpoint import RandomState
 from tests.conftest import REPO_ROOT
 from tests.test_resume import RESUME_OVERRIDES, loss_history

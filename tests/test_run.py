@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from diffusion_lab.diffusion import ddim_sample
-from diffusion_lab.errors import UserFacingError
-from diffusion_lab.lit.run import DataSpec, TrainedRun
+from diffusion_lab.runs.data_spec import DataSpec
+from diffusion_lab.runs.trained_run import TrainedRun
+from diffusion_lab.utils.errors import UserFacingError
 from tests.test_generate import save_tiny_checkpoint
 
 

@@ -7,10 +7,10 @@ import logging
 
 import pytest
 
-from diffusion_lab.config import schedule_name, used_schedule_keys, validate_train_config
-from diffusion_lab.errors import ConfigError
+from diffusion_lab.config.train import schedule_name, used_schedule_keys, validate_train_config
 from diffusion_lab.lit.diagnostics import ScheduleDiagnostics
 from diffusion_lab.reporting import job_dirs
+from diffusion_lab.utils.errors import ConfigError
 from tests.test_commands import run_train
 
 IGNORED = "does not use {key}; drop the override (every job of a sweep would be identical)"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from diffusion_lab.errors import ConfigError
-from diffusion_lab.train import objective
+from diffusion_lab.jobs.train import objective
+from diffusion_lab.utils.errors import ConfigError
 from hydra_plugins.diffusion_lab_search import import_optuna
 from tests.conftest import REPO_ROOT, TINY_TRAIN_OVERRIDES
 

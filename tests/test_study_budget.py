@@ -9,11 +9,11 @@ import time
 import pytest
 from omegaconf import open_dict
 
-from diffusion_lab.errors import ConfigError
 from diffusion_lab.lit.budget import BUDGET_FILE, TrainingBudget, steps_within
 from diffusion_lab.lit.lr_schedules import warmup_cosine_factor
 from diffusion_lab.stages.budget import Budget, largest_fitting, stage_weights
 from diffusion_lab.stages.folder import StudyFolder, differing_keys
+from diffusion_lab.utils.errors import ConfigError
 
 WEIGHTS = {"training": 0.6, "generate": 0.1, "evaluate": 0.1, "classify": 0.2}
 
@@ -85,7 +85,7 @@ def test_a_study_folder_refuses_another_config_and_names_the_keys(tmp_path):
 def test_training_sizes_itself_to_its_deadline_and_its_schedule_follows(compose_train, tmp_path):
     """A run launched far too long is cut to what fits before its deadline, and the warm-up
     cosine schedule is rebuilt for that length: the last step's rate is its end of decay."""
-    from diffusion_lab.train import train
+    from diffusion_lab.jobs.train import train
 
     cfg = compose_train(
         "trainer.limit_train_batches=null",

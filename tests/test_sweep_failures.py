@@ -13,16 +13,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import open_dict
 
-from diffusion_lab.cli import (
-    JOB_FAILURE_FILE,
-    SWEEP_FAILURES_FILE,
-    SweepFailures,
-    config_source,
-    report_user_errors,
-)
+from diffusion_lab.cli.sweep_failures import JOB_FAILURE_FILE, SWEEP_FAILURES_FILE, SweepFailures
+from diffusion_lab.cli.user_errors import report_user_errors
+from diffusion_lab.config.source import config_source
 from diffusion_lab.data.generated import read_generated_set
-from diffusion_lab.errors import ConfigError
 from diffusion_lab.reporting import job_dirs
+from diffusion_lab.utils.errors import ConfigError
 from tests.conftest import REPO_ROOT
 from tests.test_generate import SMALL, save_tiny_checkpoint
 

@@ -7,10 +7,11 @@ from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from diffusion_lab.cli import JOB_NAME_MAX, config_source, job_folder_name
-from diffusion_lab.fitting import hparams_table
+from diffusion_lab.config.folders import JOB_NAME_MAX, job_folder_name
+from diffusion_lab.config.source import config_source
+from diffusion_lab.jobs.train import KEY_PARAMS
 from diffusion_lab.reporting import job_dirs
-from diffusion_lab.train import KEY_PARAMS
+from diffusion_lab.tracking.hparams import hparams_table
 
 
 def test_job_folder_name_is_number_then_safe_overrides_capped():

@@ -19,13 +19,13 @@ from tensorboard.plugins.hparams import api_pb2, backend_context, get_experiment
 
 from diffusion_lab.data import DigitsDataModule
 from diffusion_lab.diffusion import NoiseSchedule, linear_betas
-from diffusion_lab.fitting import build_trainer
+from diffusion_lab.jobs.fitting import build_trainer
+from diffusion_lab.jobs.train import train
 from diffusion_lab.lit.checkpoint import AtomicCheckpointIO
 from diffusion_lab.lit.ddpm import DDPMModule
 from diffusion_lab.lit.ema import WarmupEMA, warmup_decay
-from diffusion_lab.lit.run import TrainedRun, load_ddpm
 from diffusion_lab.nets import UNet
-from diffusion_lab.train import train
+from diffusion_lab.runs.trained_run import TrainedRun, load_ddpm
 
 
 def tensorboard_tags(run_dir: Path) -> dict[str, list[str]]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from diffusion_lab.errors import ConfigError
-from diffusion_lab.train import train
+from diffusion_lab.jobs.train import train
+from diffusion_lab.utils.errors import ConfigError
 from tests.feature_standin import save_stand_in
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from diffusion_lab.files import atomic_path
+from diffusion_lab.utils.files import atomic_path
 
 log = logging.getLogger(__name__)
 CACHE_ENV = "DIFFUSION_LAB_CACHE"

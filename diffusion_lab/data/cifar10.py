@@ -15,7 +15,7 @@ from torch import Tensor
 from torchvision.datasets.utils import download_and_extract_archive
 
 from diffusion_lab.data.checksum_cache import cached_digest
-from diffusion_lab.errors import DataError
+from diffusion_lab.utils.errors import DataError
 
 CIFAR10_CLASSES: tuple[str, ...] = (
     "airplane",

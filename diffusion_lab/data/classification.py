@@ -16,10 +16,8 @@ from torch import Tensor
 
 from diffusion_lab.data.generated import GeneratedSet, check_matches, read_generated_set
 from diffusion_lab.data.modules import BatchedDataModule, ImageDataModule
-from diffusion_lab.data.tensors import (
-    InMemoryImages,
-)
-from diffusion_lab.errors import DataError
+from diffusion_lab.data.tensors import InMemoryImages
+from diffusion_lab.utils.errors import DataError
 
 MODES = ("real", "augmented", "synthetic")
 

@@ -8,7 +8,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import Tensor
 
-from diffusion_lab.errors import DataError
+from diffusion_lab.utils.errors import DataError
 
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
 

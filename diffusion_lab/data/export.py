@@ -24,8 +24,8 @@ from torch import Tensor
 
 from diffusion_lab.data.generated import GeneratedSet
 from diffusion_lab.data.image_files import DEFAULT_THREADS, parallel_for
-from diffusion_lab.errors import DataError
-from diffusion_lab.files import atomic_path, remove_stale_temps
+from diffusion_lab.utils.errors import DataError
+from diffusion_lab.utils.files import atomic_path, remove_stale_temps
 
 EXPORT_RECORD = "export.json"
 EXPORT_FORMAT = "diffusion_lab png export"

@@ -24,11 +24,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from diffusion_lab.errors import DataError
-from diffusion_lab.files import TEMP_NAME, atomic_path, sha256_file
+from diffusion_lab.utils.errors import DataError
+from diffusion_lab.utils.files import TEMP_NAME, atomic_path, sha256_file
 
 MANIFEST_NAME = "manifest.json"
-# The lock `generate` holds on a set folder while it writes (diffusion_lab.files.folder_lock).
+# The lock `generate` holds on a set folder while it writes (diffusion_lab.utils.files.folder_lock).
 LOCK_NAME = ".lock"
 FORMAT = "diffusion_lab generated set"
 FORMAT_VERSION = 1

@@ -24,7 +24,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from diffusion_lab.data.tensors import resize_uint8
-from diffusion_lab.errors import DataError
+from diffusion_lab.utils.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Decoding threads by default: PIL's decoders and the resize release the GIL.

@@ -27,7 +27,7 @@ from diffusion_lab.data.image_files import (
     scan_classes,
 )
 from diffusion_lab.data.modules import ImageDataModule, check_positive
-from diffusion_lab.errors import DataError
+from diffusion_lab.utils.errors import DataError
 
 SPLIT_FOLDERS = ("train", "test")
 NO_ROOT = "data.root=None: pass the folder that holds one sub-folder of images per class"
@@ -75,7 +75,7 @@ class ImageFolderDataModule(ImageDataModule):
         test_seed: seed of that hold-out.
         decode_threads: threads decoding files (None: min(8, CPU count)).
         **kwargs: ImageDataModule's; `num_classes` must equal the number of class folders
-            (`config.infer_num_classes` sets it from them in a config that leaves it null).
+            (`config.data.infer_num_classes` sets it from them in a config that leaves it null).
     """
 
     def __init__(

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffusion_lab.errors import DataError
+from diffusion_lab.utils.errors import DataError
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> Tensor:

@@ -23,7 +23,7 @@ from diffusion_lab.data.tensors import (
     split_train_val,
     to_signed_unit,
 )
-from diffusion_lab.errors import DataError
+from diffusion_lab.utils.errors import DataError
 
 
 def check_positive(key: str, value: int) -> None:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from diffusion_lab.errors import DataError
+from diffusion_lab.utils.errors import DataError
 
 # Images per interpolation call: bounds the float32 working copy (2048 x 3 x 256 x 256 is 1.6 GB).
 _RESIZE_CHUNK = 2048

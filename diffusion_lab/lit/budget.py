@@ -24,7 +24,7 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.optim.lr_scheduler import LambdaLR
 
-from diffusion_lab.files import atomic_path
+from diffusion_lab.utils.files import atomic_path
 
 BUDGET_FILE = "budget.json"
 

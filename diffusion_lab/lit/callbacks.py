@@ -17,19 +17,17 @@ from hydra.core.hydra_config import HydraConfig
 from pytorch_lightning.callbacks import WeightAveraging
 from torch import Tensor
 
+from diffusion_lab.figures.curves import loss_curve_figure
+from diffusion_lab.figures.fonts import wrap_overrides
+from diffusion_lab.figures.grids import class_grid, class_grid_figure
+from diffusion_lab.figures.save import save_figure
 from diffusion_lab.lit.ema import WarmupEMA
-from diffusion_lab.lit.loggers import log_figure
-from diffusion_lab.lit.run import DataSpec, TrainedRun
-from diffusion_lab.lit.tensorboard import scalar_step
-from diffusion_lab.loss_history import HISTORY_FILE, LossHistory, write_loss_history
-from diffusion_lab.plotting import (
-    class_grid,
-    class_grid_figure,
-    loss_curve_figure,
-    save_figure,
-    wrap_overrides,
-)
-from diffusion_lab.progress import images_per_step, progress_bar
+from diffusion_lab.runs.data_spec import DataSpec
+from diffusion_lab.runs.trained_run import TrainedRun
+from diffusion_lab.tracking.loggers import log_figure
+from diffusion_lab.tracking.loss_history import HISTORY_FILE, LossHistory, write_loss_history
+from diffusion_lab.tracking.tensorboard import scalar_step
+from diffusion_lab.utils.progress import images_per_step, progress_bar
 
 
 def job_overrides() -> str:
@@ -136,8 +134,8 @@ class SampleGrid(pl.Callback):
 
 class LossCurve(pl.Callback):
     """Keeps the per-step training loss and per-epoch validation loss; writes `loss_curve.png`
-    and `loss_history.csv` (see `diffusion_lab.loss_history`) after every validation, at every
-    checkpoint and at the end.
+    and `loss_history.csv` (see `diffusion_lab.tracking.loss_history`) after every validation, at
+    every checkpoint and at the end.
 
     Every step's loss also goes to the loggers as `train/loss`, at the step Lightning logs that
     step's other scalars (its 0-based index), from the tensors kept on the device: one host read

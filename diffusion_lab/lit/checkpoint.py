@@ -1,6 +1,6 @@
 """Checkpoints: written atomically, `last.ckpt` kept fresh, and the random state carried over.
 
-Reading them back: `diffusion_lab.lit.run`.
+Reading them back: `diffusion_lab.runs.checkpoints`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from diffusion_lab.errors import UserFacingError
-from diffusion_lab.files import atomic_path
+from diffusion_lab.utils.errors import UserFacingError
+from diffusion_lab.utils.files import atomic_path
 
 log = logging.getLogger(__name__)
 

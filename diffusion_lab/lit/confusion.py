@@ -9,11 +9,11 @@ import pytorch_lightning as pl
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from diffusion_lab.fonts import label_text
+from diffusion_lab.figures.fonts import label_text, wrap_overrides
+from diffusion_lab.figures.save import save_figure
 from diffusion_lab.lit.callbacks import job_overrides
 from diffusion_lab.lit.classifier import normalized_confusion
-from diffusion_lab.lit.loggers import log_figure
-from diffusion_lab.plotting import save_figure, wrap_overrides
+from diffusion_lab.tracking.loggers import log_figure
 
 
 def confusion_figure(confusion: Tensor, class_names: Sequence[str], title: str = "") -> Figure:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from diffusion_lab.lit.loggers import log_figure
-from diffusion_lab.plotting import save_figure, schedule_figure
+from diffusion_lab.figures.curves import schedule_figure
+from diffusion_lab.figures.save import save_figure
+from diffusion_lab.tracking.loggers import log_figure
 
 log = logging.getLogger(__name__)
 

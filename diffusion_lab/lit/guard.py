@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from diffusion_lab.errors import UserFacingError
+from diffusion_lab.utils.errors import UserFacingError
 
 # The record is one int64: 4 * step + kind, so the smallest over ranks is the first bad step,
 # its loss before its gradient; NONE means no bad step yet.

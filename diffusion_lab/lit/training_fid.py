@@ -9,8 +9,6 @@ import torch
 from pytorch_lightning.callbacks import WeightAveraging
 from torch import Tensor
 
-from diffusion_lab.errors import ConfigError
-from diffusion_lab.lit.run import DataSpec, TrainedRun
 from diffusion_lab.quality.features import (
     FEATURE_SIZE,
     INPUT_SIZE,
@@ -20,6 +18,9 @@ from diffusion_lab.quality.features import (
     load_feature_network,
 )
 from diffusion_lab.quality.frechet import GaussianStats, frechet_distance, gaussian_stats
+from diffusion_lab.runs.data_spec import DataSpec
+from diffusion_lab.runs.trained_run import TrainedRun
+from diffusion_lab.utils.errors import ConfigError
 
 # The tag of a FID during training: quality/fid_<number of samples>samples_biased.
 FID_PREFIX = "quality/fid_"

@@ -3,7 +3,7 @@ evaluate sweeps (sample quality against w and steps) and searches (hparams_searc
 
 `python -m diffusion_lab.report SWEEP_DIR` picks the report by the entry point that ran the
 jobs (and, for a search, by its sweeper); the figures themselves come from
-`diffusion_lab.plotting`.
+`diffusion_lab.figures`.
 """
 
 from diffusion_lab.reporting.classify_sweep import summarize_classify_sweep

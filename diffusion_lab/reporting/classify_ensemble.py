@@ -1,4 +1,4 @@
-"""The outputs of the batched classifier stage (`diffusion_lab.classify_ensemble`).
+"""The outputs of the batched classifier stage (`diffusion_lab.jobs.ensemble`).
 
 `ensemble_metrics` gathers, per member (mode, seed), the test accuracy (overall and per class),
 the test confusion matrix and the per-epoch curves (training loss, validation loss and
@@ -6,7 +6,7 @@ accuracy), and per mode the mean ± sample std of the test accuracy over seeds (
 one seed). `write_outputs` writes them into the run folder:
 - `metrics.json`;
 - `loss_history_<mode>_seed<seed>.csv` per member: the loss of every own optimizer step
-  and the validation loss after each epoch (`diffusion_lab.loss_history`'s format);
+  and the validation loss after each epoch (`diffusion_lab.tracking.loss_history`'s format);
 - `loss_curves_<mode>.png` per mode: each seed's training loss (mean over its epoch), validation
   loss and validation accuracy against the epoch;
 - `confusion_<mode>.png` per mode: the test confusion matrix of its seeds' summed counts,
@@ -21,13 +21,14 @@ from typing import Any
 
 import torch
 
-from diffusion_lab.cli import write_json
 from diffusion_lab.data.members import MemberSchedule
+from diffusion_lab.figures.curves import epoch_curves_figure
+from diffusion_lab.figures.save import save_figure
 from diffusion_lab.lit.classifier import normalized_confusion
 from diffusion_lab.lit.confusion import confusion_figure
-from diffusion_lab.loss_history import LossHistory, write_loss_history
-from diffusion_lab.plotting import epoch_curves_figure, save_figure
 from diffusion_lab.reporting.sweeps import mean_std
+from diffusion_lab.tracking.loss_history import LossHistory, write_loss_history
+from diffusion_lab.utils.files import write_json
 
 
 def member_metrics(

@@ -23,16 +23,13 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from diffusion_lab.errors import DataError
-from diffusion_lab.files import atomic_path
-from diffusion_lab.plotting import (
-    epoch_curves_figure,
-    per_class_accuracy_figure,
-    per_class_difference_figure,
-    save_figure,
-)
+from diffusion_lab.figures.bars import per_class_accuracy_figure, per_class_difference_figure
+from diffusion_lab.figures.curves import epoch_curves_figure
+from diffusion_lab.figures.save import save_figure
 from diffusion_lab.reporting.epoch_curves import Curve, mean_curve, validation_by_epoch
 from diffusion_lab.reporting.sweeps import differing_note, job_overrides, mean_std, sweep_name
+from diffusion_lab.utils.errors import DataError
+from diffusion_lab.utils.files import atomic_path
 
 MODE_ORDER = ("real", "augmented", "synthetic")
 # The panels of validation_curves.png: (y label, key of Job.validation, scale of the values).

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from diffusion_lab.plotting import EpochCurve
+from diffusion_lab.figures.curves import EpochCurve
 from diffusion_lab.reporting.sweeps import mean_std
 
 # name -> (tag at the validation's step, tag at the epoch as step)

@@ -24,9 +24,8 @@ from pathlib import Path
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from diffusion_lab.errors import DataError
-from diffusion_lab.files import atomic_path
-from diffusion_lab.plotting import Line, save_figure, swept_lines_figure
+from diffusion_lab.figures.save import save_figure
+from diffusion_lab.figures.sweeps import Line, swept_lines_figure
 from diffusion_lab.reporting.sweeps import (
     METRICS,
     differing_note,
@@ -37,6 +36,8 @@ from diffusion_lab.reporting.sweeps import (
     row_labels,
     sweep_name,
 )
+from diffusion_lab.utils.errors import DataError
+from diffusion_lab.utils.files import atomic_path
 
 FIGURE = "report_guidance.png"
 STEPS_FIGURE = "report_steps.png"

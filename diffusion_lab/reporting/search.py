@@ -28,12 +28,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig, OmegaConf
 
-from diffusion_lab.cli import job_number
-from diffusion_lab.errors import UserFacingError
-from diffusion_lab.files import atomic_path
-from diffusion_lab.plotting import save_figure, sweep_grid_figure
+from diffusion_lab.config.folders import job_number
+from diffusion_lab.figures.grids import sweep_grid_figure
+from diffusion_lab.figures.save import save_figure
 from diffusion_lab.reporting.sweeps import FINAL_CKPT, METRICS, job_overrides, sweep_name
 from diffusion_lab.reporting.training_sweep import sample_job
+from diffusion_lab.utils.errors import UserFacingError
+from diffusion_lab.utils.files import atomic_path
 
 SWEEP_CONFIG = "multirun.yaml"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from diffusion_lab.cli import job_number
-from diffusion_lab.errors import UserFacingError
+from diffusion_lab.config.folders import job_number
+from diffusion_lab.utils.errors import UserFacingError
 
 FINAL_CKPT = Path("checkpoints") / "last.ckpt"
 METRICS = Path("metrics.json")

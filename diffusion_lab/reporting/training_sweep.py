@@ -25,15 +25,10 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from diffusion_lab.files import atomic_path
-from diffusion_lab.lit.run import TrainedRun
-from diffusion_lab.loss_history import HISTORY_FILE, LossHistory, read_loss_history
-from diffusion_lab.plotting import (
-    loss_overlay_figure,
-    metrics_by_job_figure,
-    save_figure,
-    sweep_grid_figure,
-)
+from diffusion_lab.figures.curves import loss_overlay_figure
+from diffusion_lab.figures.grids import sweep_grid_figure
+from diffusion_lab.figures.save import save_figure
+from diffusion_lab.figures.sweeps import metrics_by_job_figure
 from diffusion_lab.reporting.sweeps import (
     FINAL_CKPT,
     QUALITY_PREFIX,
@@ -45,6 +40,9 @@ from diffusion_lab.reporting.sweeps import (
     sweep_name,
     swept_axis,
 )
+from diffusion_lab.runs.trained_run import TrainedRun
+from diffusion_lab.tracking.loss_history import HISTORY_FILE, LossHistory, read_loss_history
+from diffusion_lab.utils.files import atomic_path
 
 # Appended to the legend label of a job whose training loss comes from its event files.
 THINNED = " [event files: logged steps only]"

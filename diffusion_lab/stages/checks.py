@@ -8,22 +8,18 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from diffusion_lab.cli import config_files
-from diffusion_lab.config import (
-    is_int,
-    is_number,
-    require,
-    validate_classify_config,
-    validate_train_config,
-)
-from diffusion_lab.errors import ConfigError
-from diffusion_lab.evaluate import validate_evaluate_config
-from diffusion_lab.evaluation import NO_WEIGHTS
-from diffusion_lab.generate import validate_generate_config
+from diffusion_lab.config.checks import is_int, is_number, require
+from diffusion_lab.config.classify import validate_classify_config
+from diffusion_lab.config.source import config_files
+from diffusion_lab.config.train import validate_train_config
+from diffusion_lab.jobs.evaluate import validate_evaluate_config
+from diffusion_lab.jobs.generate import validate_generate_config
 from diffusion_lab.quality.features import default_weights
+from diffusion_lab.scoring.features import NO_WEIGHTS
 from diffusion_lab.stages import compose
 from diffusion_lab.stages.budget import STAGE_ORDER
 from diffusion_lab.stages.part3 import planned_runs
+from diffusion_lab.utils.errors import ConfigError
 
 # A stage and the earlier stages whose results it reads.
 NEEDS = {"generate": ("train",), "evaluate": ("generate",), "classify": ("generate",)}

@@ -16,8 +16,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from diffusion_lab import overrides as command_line
-from diffusion_lab.config import infer_num_classes
+from diffusion_lab.cli import overrides as command_line
+from diffusion_lab.config.data import infer_num_classes
 
 # Keys of the study config that are not part of the training config.
 STUDY_KEYS = ("study", "budget_minutes")

@@ -12,10 +12,10 @@ from collections.abc import Callable
 import torch
 from omegaconf import DictConfig
 
-from diffusion_lab.classify_ensemble import build_module, load_data, requested_members
 from diffusion_lab.data.members import Member, MemberSchedule, mode_range
-from diffusion_lab.evaluation import load_features, resolve_device
-from diffusion_lab.lit.run import TrainedRun
+from diffusion_lab.jobs.ensemble import build_module, load_data, requested_members
+from diffusion_lab.runs.trained_run import TrainedRun
+from diffusion_lab.scoring.features import load_features, resolve_device
 
 TIMED_PASSES = 2
 

@@ -16,9 +16,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from diffusion_lab.cli import write_json
-from diffusion_lab.errors import ConfigError
-from diffusion_lab.files import atomic_path
+from diffusion_lab.utils.errors import ConfigError
+from diffusion_lab.utils.files import atomic_path, write_json
 
 CONFIG_FILE = "study_config.yaml"
 STATE_FILE = "study_state.json"

@@ -7,7 +7,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from diffusion_lab.config import sampler_nfe
+from diffusion_lab.config.sampler import sampler_nfe
 from diffusion_lab.stages import compose
 from diffusion_lab.stages.context import StageContext
 from diffusion_lab.stages.training import run_training, sized_steps, with_budget, with_length

@@ -13,10 +13,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from diffusion_lab.classify_ensemble import classify_ensemble
-from diffusion_lab.config import sampler_nfe
-from diffusion_lab.evaluate import evaluate
-from diffusion_lab.generate import generate
+from diffusion_lab.config.sampler import sampler_nfe
+from diffusion_lab.jobs.ensemble import classify_ensemble
+from diffusion_lab.jobs.evaluate import evaluate
+from diffusion_lab.jobs.generate import generate
 from diffusion_lab.stages import compose
 from diffusion_lab.stages.budget import largest_fitting
 from diffusion_lab.stages.context import StageContext

@@ -17,9 +17,10 @@ import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
-from diffusion_lab.cli import config_files
-from diffusion_lab.evaluate import evaluate
-from diffusion_lab.plotting import save_figure, sweep_grid_figure
+from diffusion_lab.config.source import config_files
+from diffusion_lab.figures.grids import sweep_grid_figure
+from diffusion_lab.figures.save import save_figure
+from diffusion_lab.jobs.evaluate import evaluate
 from diffusion_lab.reporting.training_sweep import loss_figure, sample_job
 from diffusion_lab.stages import compose
 from diffusion_lab.stages.context import StageContext

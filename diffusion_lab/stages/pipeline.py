@@ -17,8 +17,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from diffusion_lab.config import infer_num_classes
-from diffusion_lab.errors import UserFacingError
+from diffusion_lab.config.data import infer_num_classes
 from diffusion_lab.stages import checks, compose
 from diffusion_lab.stages.budget import STAGE_ORDER, Budget, stage_weights
 from diffusion_lab.stages.context import StageContext, log
@@ -28,6 +27,7 @@ from diffusion_lab.stages.part2 import PartSkipped, classify_stage, evaluate_sta
 from diffusion_lab.stages.part3 import part3_stage, training_runs
 from diffusion_lab.stages.report import write_report
 from diffusion_lab.stages.training import probe_epoch_seconds, smallest_budget_minutes
+from diffusion_lab.utils.errors import UserFacingError
 
 STAGES: dict[str, Callable[[StageContext], dict[str, Any]]] = {
     "train": train_stage,

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from diffusion_lab.files import atomic_path
 from diffusion_lab.reporting.sweeps import mean_std
 from diffusion_lab.stages.budget import STAGE_ORDER
 from diffusion_lab.stages.compose import task_overrides
 from diffusion_lab.stages.context import StageContext, log
+from diffusion_lab.utils.files import atomic_path
 
 # The study's Part 2 result (MLP test accuracy on CIFAR-10, one run each).
 STUDY_ACCURACY = {"real": 44.05, "augmented": 41.14}

@@ -21,8 +21,8 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
+from diffusion_lab.jobs.train import train
 from diffusion_lab.lit.budget import BUDGET_FILE
-from diffusion_lab.train import train
 
 log = logging.getLogger(__name__)
 PROBE_STEPS = 4

@@ -1,0 +1,1 @@
+"""What every layer may use: user-facing errors, atomic and locked file writing, progress."""
