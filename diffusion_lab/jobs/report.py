@@ -74,15 +74,18 @@ def append_failures(report_md: Path, failures: list[dict]) -> None:
         tmp.write_text(f"{text}\n## Failed jobs ({len(failures)})\n\n" + "\n".join(lines) + "\n")
 
 
+def recorded(jobs: list[Path]) -> list[Path]:
+    """The jobs whose config Hydra recorded (all of them where none did): a job killed before
+    Hydra wrote it, as a search trial stopped as it started, has none."""
+    return [job for job in jobs if (job / ".hydra" / "hydra.yaml").is_file()] or jobs
+
+
 def without_unrecorded(jobs: list[Path]) -> list[Path]:
-    """The jobs whose config Hydra recorded, where some did: a job killed before Hydra wrote it
-    (a search trial stopped as it started) is skipped with a note."""
-    recorded = [job for job in jobs if (job / ".hydra" / "hydra.yaml").is_file()]
-    if not recorded:
-        return jobs
-    for job in sorted(set(jobs) - set(recorded)):
+    """`recorded(jobs)`, with a note for each job it skips."""
+    kept = recorded(jobs)
+    for job in sorted(set(jobs) - set(kept)):
         print(f"note: skipping {job}: stopped before Hydra recorded its config", file=sys.stderr)
-    return recorded
+    return kept
 
 
 def report(args: Namespace) -> None:
@@ -105,16 +108,19 @@ def report(args: Namespace) -> None:
     for failure in failures:
         print(failure_line(failure))
     failed = {failure["job"] for failure in failures}
-    jobs = without_unrecorded([job for job in jobs if job.name not in failed])
+    jobs = [job for job in jobs if job.name not in failed]
     if not jobs:
         raise UserFacingError(f"{sweep_dir}: all {len(failed)} job(s) failed; nothing to report")
-    kinds = sorted({job_kind(j) for j in jobs})
+    kinds = sorted({job_kind(j) for j in recorded(jobs)})
     if len(kinds) > 1 or kinds[0] not in REPORTERS:
         raise UserFacingError(
             f"{sweep_dir}: jobs of {', '.join(kinds)}; a report exists for {', '.join(REPORTERS)}"
         )
     # A training sweep that an Optuna sweeper ran (hparams_search=) gets the search report.
     kind = "search" if kinds == ["train"] and is_search(sweep_dir) else kinds[0]
+    # A search lists a trial killed as it started as unfinished; the other reports skip it.
+    if kind != "search":
+        jobs = without_unrecorded(jobs)
     REPORTERS[kind](sweep_dir, jobs, args)
     if failures:
         append_failures(sweep_dir / "report.md", failures)

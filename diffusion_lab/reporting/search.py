@@ -210,6 +210,13 @@ def verdict(search: Search, best: Trial, defaults: Trial | None) -> str:
     )
 
 
+def cell(value: Any) -> str:
+    """A setting's value in the table; `?` where the trial was killed before Hydra recorded it."""
+    if value is None:
+        return "?"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def trials_table(search: Search, trials: list[Trial], best: Trial) -> str:
     """A markdown table: one row per trial, its setting and objective."""
     keys = list(search.log_scale)
@@ -218,7 +225,7 @@ def trials_table(search: Search, trials: list[Trial], best: Trial) -> str:
         "| --- " * (len(keys) + 3) + "|",
     ]
     for trial in trials:
-        cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in trial.params.values()]
+        cells = [cell(v) for v in trial.params.values()]
         value = f"{trial.value:.4g}" if trial.value is not None else "unfinished"
         notes = ["best"] if trial is best else []
         notes += ["defaults"] if same_setting(trial.params, search.defaults) else []
