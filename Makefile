@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format tensorboard bench gpu-prep gpu-check clean
+.PHONY: install run test test-fast lint format tensorboard bench gpu-prep gpu-check clean
 
 install: $(STAMP)
 
@@ -17,8 +17,17 @@ $(STAMP): pyproject.toml
 run: install
 	$(PY) -m diffusion_lab.train experiment=quickstart
 
+# Two pytest workers of one torch thread each fill the two cores of the reference machine without
+# the spin-waiting that two multi-threaded torch processes cause each other.
+TEST_WORKERS ?= 2
+TEST := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --durations=15
+
 test: install
-	$(PY) -m pytest
+	$(TEST)
+
+# The unit tier: no end-to-end runs (subprocesses, training to completion) and no real data.
+test-fast: install
+	$(TEST) -m "not slow and not real_data"
 
 lint: install
 	$(PY) -m ruff check .
