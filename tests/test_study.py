@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from diffusion_lab import study as study_command
 from tests.conftest import REPO_ROOT
 from tests.feature_standin import save_stand_in
 
@@ -49,12 +50,22 @@ def features(tmp_path: Path) -> str:
     return f"study.evaluate.overrides=['features.weights={weights}','features.dim=16']"
 
 
-def study(folder: Path, *overrides: str, **popen) -> subprocess.CompletedProcess:
-    """`python -m diffusion_lab.study` into `folder`, output captured."""
-    command = [sys.executable, "-m", "diffusion_lab.study", *overrides, f"hydra.run.dir={folder}"]
-    return subprocess.run(
-        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, **popen
-    )
+@pytest.fixture
+def study(monkeypatch, capsys):
+    """study(folder, *overrides) -> (exit status, stderr): `python -m diffusion_lab.study` into
+    `folder`, in this process (a separate one only where a signal must stop it)."""
+
+    def run(folder: Path, *overrides: str) -> tuple[int, str]:
+        monkeypatch.chdir(REPO_ROOT)
+        monkeypatch.setattr(sys, "argv", ["study", *overrides, f"hydra.run.dir={folder}"])
+        monkeypatch.setattr(study_command, "STARTED", time.time())
+        try:
+            study_command.main()
+        except SystemExit as exit_:
+            return exit_.code or 0, capsys.readouterr().err
+        return 0, capsys.readouterr().err
+
+    return run
 
 
 def state(folder: Path) -> dict:
@@ -62,10 +73,10 @@ def state(folder: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_the_study_runs_every_stage_and_writes_its_report(tmp_path):
+def test_the_study_runs_every_stage_and_writes_its_report(tmp_path, study):
     folder = tmp_path / "study"
-    result = study(folder, *TINY_STUDY, features(tmp_path))
-    assert result.returncode == 0, result.stderr[-3000:]
+    status, stderr = study(folder, *TINY_STUDY, features(tmp_path))
+    assert status == 0, stderr[-3000:]
     stages = state(folder)
     assert list(stages) == sorted(["train", "generate", "evaluate", "classify", "part3"])
     report = (folder / "study.md").read_text()
@@ -89,13 +100,13 @@ def test_the_study_runs_every_stage_and_writes_its_report(tmp_path):
     assert {run["metrics"]["global_step"] for run in stages["part3"]["runs"].values()} == {steps}
 
     # A rerun of the same command finds every stage finished and only rewrites the report.
-    again = study(folder, *TINY_STUDY, features(tmp_path))
-    assert again.returncode == 0, again.stderr[-3000:]
+    status, stderr = study(folder, *TINY_STUDY, features(tmp_path))
+    assert status == 0, stderr[-3000:]
     assert state(folder) == stages
 
 
 @pytest.mark.slow
-def test_a_failing_stage_stops_in_one_line_and_the_rerun_continues_there(tmp_path):
+def test_a_failing_stage_stops_in_one_line_and_the_rerun_continues_there(tmp_path, study):
     folder = tmp_path / "study"
     weights = tmp_path / "weights.pt"
     weights.write_bytes(b"not a TorchScript archive")
@@ -104,28 +115,28 @@ def test_a_failing_stage_stops_in_one_line_and_the_rerun_continues_there(tmp_pat
         "study.stages=[train,generate,evaluate]",
         f"study.evaluate.overrides=['features.weights={weights}','features.dim=16']",
     ]
-    failed = study(folder, *overrides)
-    assert failed.returncode == 2
-    lines = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    status, stderr = study(folder, *overrides)
+    assert status == 2
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and lines[0].startswith("error: study stage evaluate: features.weights=")
-    assert "Traceback" not in failed.stderr
+    assert "Traceback" not in stderr
     assert set(state(folder)) == {"train", "generate"}
     trained = (folder / "train" / "metrics.json").stat().st_mtime_ns
 
     save_stand_in(weights)
-    resumed = study(folder, *overrides)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    status, stderr = study(folder, *overrides)
+    assert status == 0, stderr[-3000:]
     assert set(state(folder)) == {"train", "generate", "evaluate"}
     assert (folder / "train" / "metrics.json").stat().st_mtime_ns == trained
 
 
 @pytest.mark.slow
-def test_a_study_stopped_during_training_resumes_from_last_ckpt(tmp_path):
+def test_a_study_stopped_during_training_resumes_from_last_ckpt(tmp_path, study):
     folder = tmp_path / "study"
     overrides = [
         *TINY_STUDY,
         "study.stages=[train,generate]",
-        "epochs=40",
+        "epochs=20",
         "callbacks.checkpoint.last_every_n_steps=2",
     ]
     command = [sys.executable, "-m", "diffusion_lab.study", *overrides, f"hydra.run.dir={folder}"]
@@ -142,8 +153,8 @@ def test_a_study_stopped_during_training_resumes_from_last_ckpt(tmp_path):
     assert "error: study stage train: SIGTERM at step" in stderr
     assert not (folder / "study_state.json").is_file() or "train" not in state(folder)
 
-    resumed = study(folder, *overrides)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    status, stderr = study(folder, *overrides)
+    assert status == 0, stderr[-3000:]
     log = (folder / "study.log").read_text()
     assert f"resuming {folder / 'train'} from {last}" in log
-    assert state(folder)["train"]["steps"] == 40 * 3
+    assert state(folder)["train"]["steps"] == 20 * 3
