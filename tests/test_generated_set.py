@@ -12,7 +12,6 @@ from diffusion_lab.data.generated import (
     MANIFEST_NAME,
     check_matches,
     new_manifest,
-    open_for_writing,
     read_generated_set,
     read_manifest,
     shard_layout,
@@ -21,6 +20,7 @@ from diffusion_lab.data.generated import (
     write_manifest,
     write_shard,
 )
+from diffusion_lab.data.generated_writer import open_for_writing
 from diffusion_lab.utils.errors import DataError
 
 NUM_CLASSES, PER_CLASS, SHARD_SIZE = 3, 5, 4

@@ -71,10 +71,7 @@ def open_export(out: Path, record: dict[str, Any]) -> None:
             found = None
         if found != record["set_sha256"]:
             raise DataError(f"out={out}: holds an export of another set; pass a new folder")
-        # A killed run can leave temporaries behind (older versions named them .<file>.tmp):
-        # no finished file ever has such a name.
-        for tmp in out.glob("*/.*.png.tmp"):
-            tmp.unlink()
+        # A killed run can leave temporaries behind: no finished file ever has such a name.
         for folder in (p for p in out.iterdir() if p.is_dir()):
             remove_stale_temps(folder)
     elif out.is_dir() and any(out.iterdir()):

@@ -31,12 +31,11 @@ from diffusion_lab.data.export import export_png
 from diffusion_lab.data.generated import (
     LOCK_NAME,
     GeneratedSet,
-    finished_shards,
     new_manifest,
-    open_for_writing,
     read_generated_set,
     write_manifest,
 )
+from diffusion_lab.data.generated_writer import finished_shards, open_for_writing
 from diffusion_lab.figures.grids import class_grid, class_grid_figure
 from diffusion_lab.figures.save import save_figure
 from diffusion_lab.jobs.generate_shards import check_free_space, make_my_shards

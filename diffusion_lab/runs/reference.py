@@ -16,8 +16,7 @@ from hydra.utils import get_class, instantiate
 from torch import Tensor, nn
 
 from diffusion_lab.lit.classifier import ClassifierModule
-from diffusion_lab.lit.guard import all_finite
-from diffusion_lab.runs.checkpoints import RUN_CONFIG_KEY
+from diffusion_lab.runs.checkpoints import RUN_CONFIG_KEY, load_weights
 from diffusion_lab.runs.data_spec import DataSpec
 from diffusion_lab.utils.errors import UserFacingError
 
@@ -84,14 +83,12 @@ def _load_net(checkpoint: dict, path: Path, key: str) -> nn.Module:
     """The checkpoint's classifier network with its weights, in eval mode and without grads."""
     try:
         module = instantiate(checkpoint[RUN_CONFIG_KEY]["module"])
-        module.load_state_dict(checkpoint["state_dict"])
-    except Exception as err:  # a config from another version of the code, or edited weights
+    except Exception as err:  # a config from another version of the code
         raise UserFacingError(
-            f"{key}={path}: its weights do not fit the classifier its stored config builds "
-            f"({type(err).__name__}); a checkpoint from an incompatible config or version"
+            f"{key}={path}: its stored config no longer builds a classifier "
+            f"({type(err).__name__}); a checkpoint from an incompatible version"
         ) from None
-    if not all_finite(list(module.state_dict().values())):
-        raise UserFacingError(f"{key}={path}: its weights hold NaN or Inf values (a diverged run)")
+    load_weights(module, checkpoint, key, path, "its stored config")
     return module.net.eval().requires_grad_(False)
 
 
