@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from diffusion_lab.data.tensors import resize_uint8
 from diffusion_lab.utils.errors import DataError
+from diffusion_lab.utils.progress import progress_bar
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # Decoding threads by default: PIL's decoders and the resize release the GIL.
@@ -121,7 +121,7 @@ def parallel_for(fn: Callable[[int], object], n: int, threads: int, desc: str) -
 
     with (
         ThreadPoolExecutor(max_workers=threads) as pool,
-        tqdm(total=n, desc=desc, unit="img", disable=None) as bar,
+        progress_bar(n, desc) as bar,
     ):
         for done in pool.map(run_chunk, range(0, n, chunk)):
             bar.update(done)

@@ -13,7 +13,6 @@ SWEEP_DIR/report/.
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
-from tqdm.auto import tqdm
 
 from diffusion_lab.figures.curves import loss_overlay_figure
 from diffusion_lab.figures.grids import sweep_grid_figure
@@ -43,6 +41,7 @@ from diffusion_lab.reporting.sweeps import (
 from diffusion_lab.runs.trained_run import TrainedRun
 from diffusion_lab.tracking.loss_history import HISTORY_FILE, LossHistory, read_loss_history
 from diffusion_lab.utils.files import atomic_path
+from diffusion_lab.utils.progress import images_per_step, progress_bar
 
 # Appended to the legend label of a job whose training loss comes from its event files.
 THINNED = " [event files: logged steps only]"
@@ -60,8 +59,8 @@ def sample_job(
     """
     run = TrainedRun.load(ckpt, map_location=device).to(device)
     labels = torch.arange(run.spec.num_classes, device=device).repeat(per_class)
-    progress = functools.partial(tqdm, desc=f"sampling {ckpt.parents[1].name}", leave=False)
-    images = run.sample(labels, seed, progress=progress).cpu()
+    with progress_bar(len(labels), f"sampling {ckpt.parents[1].name}", leave=False) as bar:
+        images = run.sample(labels, seed, progress=images_per_step(bar, len(labels))).cpu()
     names = run.spec.class_names or tuple(str(k) for k in range(run.spec.num_classes))
     return images, names, dict((run.config or {}).get("schedule") or {})
 

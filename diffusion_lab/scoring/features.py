@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from diffusion_lab.quality.features import (
     FeatureExtractor,
@@ -19,6 +18,7 @@ from diffusion_lab.quality.features import (
 )
 from diffusion_lab.utils.errors import ConfigError
 from diffusion_lab.utils.files import sha256_file
+from diffusion_lab.utils.progress import progress_bar
 
 NO_WEIGHTS = (
     "features.weights=null: the standard Inception weights are not installed; "
@@ -68,5 +68,5 @@ def load_features(cfg: DictConfig, device: torch.device) -> FeatureNetwork:
 
 def features_of(network: FeatureNetwork, images: Tensor, what: str) -> Tensor:
     """Features of uint8 images, with a progress bar."""
-    with tqdm(total=len(images), unit="img", desc=f"features: {what}", disable=None) as bar:
+    with progress_bar(len(images), f"features: {what}") as bar:
         return network.extractor(images, progress=bar.update)

@@ -9,7 +9,6 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from tqdm.auto import tqdm
 
 from diffusion_lab.config.checks import is_int, require
 from diffusion_lab.config.sampler import sampler_name, sampler_nfe, validate_sampler
@@ -17,6 +16,7 @@ from diffusion_lab.data.classification import first_per_class
 from diffusion_lab.data.generated import check_matches, read_generated_set
 from diffusion_lab.runs.trained_run import TrainedRun
 from diffusion_lab.utils.errors import ConfigError
+from diffusion_lab.utils.progress import progress_bar
 
 
 def validate_sample_counts(per_class: Any, k: int) -> None:
@@ -65,7 +65,7 @@ def sample_images(cfg: DictConfig, run: TrainedRun, device: torch.device) -> tor
     sampler = instantiate(cfg.sampler)
     run.to(device)
     images = []
-    with tqdm(total=len(labels), unit="img", desc="sampling", disable=None) as bar:
+    with progress_bar(len(labels), "sampling") as bar:
         for part in labels.split(cfg.batch_size):
             images.append(run.sample(part, generator, sampler, w=cfg.w).cpu())
             bar.update(len(part))
