@@ -23,7 +23,8 @@ INPUT = "input"
 def parse_args(argv: list[str]) -> Namespace:
     parser = ArgumentParser(
         prog="python -m diffusion_lab.bench",
-        description=__doc__.splitlines()[0].strip('"`'),
+        description="Throughput, memory and MFU of the UNet's training and sampling steps and of "
+        "the feature network.",
         epilog=f"python -m diffusion_lab.bench {INPUT} --help: the input benchmark",
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the train config")

@@ -23,7 +23,10 @@ from diffusion_lab.jobs.report import report
 
 
 def parse_args(argv: list[str] | None) -> Namespace:
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(
+        prog="python -m diffusion_lab.report",
+        description="The jobs of a sweep in one figure and one table (report.md beside them).",
+    )
     parser.add_argument("sweep_dir", help="a Hydra sweep folder, e.g. multirun/DATE/TIME")
     parser.add_argument("--per-class", type=int, default=1, help="samples per class and job")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shared noise")
