@@ -38,7 +38,7 @@ ALLOWED: dict[str, frozenset[str]] = {
         "runs": "utils data diffusion nets lit",
         "scoring": "utils config data quality runs",
         "reporting": "utils config data tracking figures lit runs",
-        "benchmarks": "utils config cli data diffusion nets quality",
+        "benchmarks": "utils config cli data diffusion nets quality lit",
         "jobs": "utils config cli data diffusion nets quality tracking figures lit runs scoring "
         "reporting",
         # The study runs the commands' own functions, stage by stage.

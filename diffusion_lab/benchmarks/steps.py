@@ -3,15 +3,14 @@ run, or an Inception feature batch, each built from the training config, with it
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from hydra.utils import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
 from diffusion_lab.config.sampler import sampler_nfe
 from diffusion_lab.config.source import compose_config
-from diffusion_lab.diffusion import drop_labels, eps_mse, guided_eps
+from diffusion_lab.diffusion import eps_mse, guided_eps
+from diffusion_lab.lit.ddpm import DDPMModule
 from diffusion_lab.nets.speed import compiled, resolve_switch
 from diffusion_lab.quality.features import (
     FEATURE_SIZE,
@@ -22,19 +21,20 @@ from diffusion_lab.quality.features import (
 )
 
 
-def build(overrides: list[str], device: torch.device) -> tuple[torch.nn.Module, Any, dict]:
-    """The configured UNet and schedule on `device`, plus the data shape, w, the sampler and
-    its network evaluations per image."""
+def build(overrides: list[str], device: torch.device) -> tuple[DDPMModule, dict]:
+    """The configured DDPM module (UNet and schedule) on `device`, plus the data shape, w, the
+    sampler, its network evaluations per image, the optimizer and the clipping norm."""
     cfg = compose_config("train", [*overrides, "output_dir=unused"])
-    net = instantiate(cfg.model).to(device)
-    schedule = instantiate(cfg.schedule).to(device)
+    module = instantiate(cfg.module, channels_last=False, compile=False).to(device)
     settings = {"channels": cfg.data.channels, "img_size": cfg.img_size, "w": cfg.w}
     settings |= {"sampler": instantiate(cfg.sampler), "nfe": sampler_nfe(cfg.sampler, cfg.T, cfg.w)}
-    return net, schedule, settings
+    settings |= {"clip": cfg.trainer.gradient_clip_val}
+    return module, settings
 
 
-def make_step(kind: str, net, schedule, x, labels, options: dict):
+def make_step(kind: str, module: DDPMModule, x, labels, options: dict):
     """A closure running one step of the case (on already prepared inputs)."""
+    net, schedule = module.net, module.schedule
     t = torch.randint(0, schedule.T, (len(x),), device=x.device)
     autocast = torch.autocast(
         x.device.type, dtype=torch.bfloat16, enabled=options.get("bf16", False)
@@ -42,16 +42,18 @@ def make_step(kind: str, net, schedule, x, labels, options: dict):
     forward = compiled(net.forward, options["compile"]) if options.get("compile") else net
     cuda_graphs = options.get("compile") == "reduce-overhead"
     if kind == "train":
-        optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, fused=options.get("fused"))
+        # The module's own loss and optimizer; Lightning's loop around them is not timed.
+        module.compiled_forward = forward if options.get("compile") else None
+        optimizer = module.optimizer_factory(net.parameters(), fused=options.get("fused"))
 
         def train_step() -> None:
             if cuda_graphs:
                 torch.compiler.cudagraph_mark_step_begin()
             with autocast:
-                y = drop_labels(labels, 0.1, net.null_label)
-                loss = eps_mse(forward, schedule, x, t, torch.randn_like(x), y).mean()
+                loss = module.diffusion_loss(x, labels)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            if options["clip"]:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), options["clip"])
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
@@ -111,7 +113,8 @@ def features_step(overrides: list[str], batch_size: int, options: dict, device: 
 
 def model_step(kind: str, overrides: list[str], batch_size: int, options: dict, device):
     """A closure running one training or sampling step of the UNet, and its GFLOP per image."""
-    net, schedule, settings = build(overrides, device)
+    module, settings = build(overrides, device)
+    net, schedule = module.net, module.schedule
     net.train(kind == "train")
     size = (batch_size, settings["channels"], settings["img_size"], settings["img_size"])
     x = torch.randn(size, device=device)
@@ -120,6 +123,7 @@ def model_step(kind: str, overrides: list[str], batch_size: int, options: dict, 
     if kind == "sampler":  # counted for a guided pair (2 evaluations) per image
         gflop *= settings["nfe"] / 2
     if resolve_switch(options.get("channels_last", False), device):
-        net = net.to(memory_format=torch.channels_last)
+        net.to(memory_format=torch.channels_last)
+        module.memory_format = torch.channels_last
         x = x.contiguous(memory_format=torch.channels_last)
-    return make_step(kind, net, schedule, x, labels, {**options, **settings}), gflop
+    return make_step(kind, module, x, labels, {**options, **settings}), gflop

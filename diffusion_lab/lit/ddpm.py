@@ -87,15 +87,19 @@ class DDPMModule(pl.LightningModule):
         if should_compile(self.compile_setting, self.device):
             self.compiled_forward = compiled(self.net.forward, self.compile_mode)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x0, labels = batch
+    def diffusion_loss(self, x0: Tensor, labels: Tensor) -> Tensor:
+        """The training objective of one batch: eps-MSE at uniform t (Ho et al. 2020, eq. 14),
+        with labels dropped at rate p_uncond for classifier-free guidance."""
         x0 = x0.contiguous(memory_format=self.memory_format)
-        t = torch.randint(0, self.schedule.T, (x0.shape[0],), device=self.device)
+        t = torch.randint(0, self.schedule.T, (x0.shape[0],), device=x0.device)
         # Drawn in the standard layout, so NHWC batches see the same noise as NCHW ones.
-        eps = torch.randn(x0.shape, device=self.device).contiguous(memory_format=self.memory_format)
+        eps = torch.randn(x0.shape, device=x0.device).contiguous(memory_format=self.memory_format)
         labels = drop_labels(labels, self.p_uncond, self.net.null_label)
         net = self.net if self.compiled_forward is None else self.compiled_forward
-        loss = eps_mse(net, self.schedule, x0, t, eps, labels).mean()
+        return eps_mse(net, self.schedule, x0, t, eps, labels).mean()
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self.diffusion_loss(*batch)
         # For callback_metrics only: a logged or displayed step value is read back to the host
         # (a GPU sync); LossCurve writes every step's loss to the loggers once an epoch.
         self.log("train/loss", loss, on_step=True, on_epoch=False, logger=False)
