@@ -63,6 +63,8 @@ def label_fidelity(
     _check_inputs(images, labels, num_classes, batch_size)
     labels = labels.long().cpu()
     correct = (predict(net, images, batch_size, autocast_dtype) == labels).double()
+    # Counted here, not with torchmetrics' MulticlassAccuracy: this layer imports torch only,
+    # and a class without images must read NaN (unmeasured), where torchmetrics gives 0.
     per_class_correct = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, labels, correct)
     per_class_count = torch.bincount(labels, minlength=num_classes).double()
     per_class = per_class_correct / per_class_count  # 0 / 0 is NaN: a class with no images
