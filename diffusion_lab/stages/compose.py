@@ -103,7 +103,7 @@ def data_overrides(cfg: DictConfig) -> list[str]:
 def sampler_overrides(cfg: DictConfig) -> list[str]:
     """The study's sampler (group option and settings) and guidance weight."""
     return [
-        f"sampler={choice('sampler', 'ddim')}",
+        f"sampler={choice('sampler', 'dpmpp_2m')}",
         *overrides_of("sampler", cfg.sampler, skip=("w",)),
         f"w={cfg.w}",
     ]
