@@ -60,7 +60,8 @@ TRAIN = [
     bad("train", "schedule=cosine", "beta_T=0.02", says="beta_T=0.02: schedule=cosine does not"),
     bad("train", "img_size=7", says="img_size=7: must be a positive multiple of 2"),
     bad("train", "img_size=0", says="img_size=0: must be a positive integer"),
-    bad("train", "batch_size=0", says="batch_size=0: must be a positive integer"),
+    # The key users typed, not data.batch_size, which it reaches by interpolation.
+    bad("train", "batch_size=0", says="error: batch_size=0: must be a positive integer"),
     bad("train", "epochs=0", says="epochs=0: must be a positive integer"),
     bad("train", "lr=-1", says="lr=-1: must be a number > 0"),
     bad("train", "p_uncond=1", says="p_uncond=1: must lie in [0, 1)"),
@@ -196,6 +197,13 @@ TRAIN = [
         says="tiny.ckpt: its weights do not fit the model this config builds",
     ),
     # Checks that need the data.
+    bad(
+        "train",
+        "data=cifar10",
+        "data.root={inputs}/nowhere",
+        "data.download=false",
+        says="CIFAR-10 not found in {inputs}/nowhere (looked for data_batch_1..5, test_batch",
+    ),
     bad("train", "data.batch_size=5000", says="data.batch_size=5000: larger than the"),
     bad("train", "data.channels=3", says="data.channels=3 but the data has 1 channel(s)"),
     bad("train", "data.num_classes=5", says="data.num_classes=5 but the data has 10 classes"),
