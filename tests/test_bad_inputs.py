@@ -26,7 +26,7 @@ from diffusion_lab.data.generated import MANIFEST_NAME
 from tests.conftest import TINY_TRAIN_OVERRIDES
 from tests.feature_standin import save_stand_in
 from tests.test_classify import TINY_CLASSIFY_OVERRIDES, digits_set
-from tests.test_generate import save_tiny_checkpoint
+from tests.test_generate import diverged_checkpoint, save_tiny_checkpoint
 from tests.test_image_folder import make_folder
 from tests.test_study import TINY_STUDY
 
@@ -307,6 +307,11 @@ GENERATE = [
     bad("generate", "ckpt={inputs}/none.ckpt", says="ckpt={inputs}/none.ckpt: no such checkpoint"),
     bad("generate", "ckpt={inputs}/text.txt", says="text.txt: not a PyTorch checkpoint file"),
     bad("generate", "ckpt={inputs}/foreign.ckpt", says="not a diffusion_lab training checkpoint"),
+    bad(
+        "generate",
+        "ckpt={inputs}/diverged.ckpt",
+        says="ckpt={inputs}/diverged.ckpt: its weights hold NaN or Inf values (a diverged run)",
+    ),
     bad("generate", "ckpt={inputs}/tiny.ckpt", "per_class=0", says="per_class=0: must be a"),
     bad("generate", "ckpt={inputs}/tiny.ckpt", "shard_size=abc", says="shard_size='abc': must"),
     bad("generate", "ckpt={inputs}/tiny.ckpt", "seed=abc", says="seed='abc': must be an integer"),
@@ -743,6 +748,7 @@ def inputs(tmp_path_factory) -> Path:
     """The files the rows point at: checkpoints, a text file, generated sets (some broken)."""
     root = tmp_path_factory.mktemp("inputs")
     save_tiny_checkpoint(root / "tiny.ckpt")
+    diverged_checkpoint(root)
     save_stand_in(root / "standin.pt")
     torch.save({"state_dict": {}}, root / "foreign.ckpt")
     (root / "text.txt").write_text("not a checkpoint\n")
