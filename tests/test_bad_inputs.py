@@ -645,6 +645,7 @@ REPORT = [
     bad("report", "{inputs}/unknown_sweep", "--device", "cuda", says=f"--device='cuda': {NO_GPU}"),
     bad("report", "{inputs}/mixed", says="jobs of classify, train; a report exists for"),
     bad("report", "{inputs}/train_unfinished", says="none of its 1 job(s) has finished"),
+    bad("report", "{inputs}/all_failed", says="{inputs}/all_failed: all 1 job(s) failed; nothing"),
     bad("report", "{inputs}/train_text_ckpt", says="last.ckpt: not a PyTorch checkpoint file"),
     bad("report", "{inputs}/classify_unfinished", says="no classify job folders"),
     bad("report", "{inputs}/classify_no_mode", says="not a finished classify job's metrics"),
@@ -764,6 +765,9 @@ def inputs(tmp_path_factory) -> Path:
     make_job(root / "mixed" / "0", "train")
     make_job(root / "mixed" / "1", "classify")
     make_job(root / "train_unfinished" / "0", "train")
+    make_job(root / "all_failed" / "0", "train")
+    failure = {"job": "0", "overrides": ["lr=x"], "error": "error: lr='x': must be a number"}
+    (root / "all_failed" / "0" / "failure.json").write_text(json.dumps(failure))
     job = make_job(root / "train_text_ckpt" / "0", "train", metrics="{}")
     (job / "checkpoints").mkdir()
     (job / "checkpoints" / "last.ckpt").write_text("not a checkpoint\n")
