@@ -650,6 +650,12 @@ REPORT = [
     bad("report", "{inputs}/classify_unfinished", says="no classify job folders"),
     bad("report", "{inputs}/classify_no_mode", says="not a finished classify job's metrics"),
     bad("report", "{inputs}/classify_bad_json", says="metrics.json: not valid JSON"),
+    bad("report", "{inputs}/evaluate_bad_json", says="0/metrics.json: not valid JSON"),
+    bad(
+        "report",
+        "{inputs}/evaluate_no_protocol",
+        says="not a finished evaluate job's metrics (KeyError: 'protocol')",
+    ),
     bad("report", "{inputs}/search_unfinished", says="none of its 1 trial(s) has finished with"),
 ]
 
@@ -774,6 +780,8 @@ def inputs(tmp_path_factory) -> Path:
     make_job(root / "classify_unfinished" / "0", "classify")
     make_job(root / "classify_no_mode" / "0", "classify", metrics='{"seed": 0}')
     make_job(root / "classify_bad_json" / "0", "classify", metrics='{"mode": ')
+    make_job(root / "evaluate_bad_json" / "0", "evaluate", metrics='{"quality/fid": ')
+    make_job(root / "evaluate_no_protocol" / "0", "evaluate", metrics='{"quality/fid": 1.0}')
     make_job(root / "search_unfinished" / "0_beta_T=0.02", "train")
     (root / "search_unfinished" / "multirun.yaml").write_text(SEARCH_CONFIG)
     for name in FAILING_FOLDERS:

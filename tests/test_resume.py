@@ -31,7 +31,8 @@ from diffusion_lab.lit.checkpoint import (
     capture_random_state,
     restore_random_state,
 )
-from tests.conftest import REPO_ROOT, TINY_TRAIN_OVERRIDES
+from tests.conftest import TINY_TRAIN_OVERRIDES
+from tests.helpers import process_env
 
 # 2 epochs of 3 steps; dropout and flips so that every random draw of a step is exercised.
 RESUME_OVERRIDES = [
@@ -80,12 +81,7 @@ def start_paused_run(tmp_path: Path, step: int, *overrides: str) -> tuple[subpro
             f"+callbacks.pause.marker={marker}",
         ],
         cwd=tmp_path,  # a run folder chosen wrongly would land here, not in the repository
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(
-                filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])
-            ),
-        },
+        env=process_env(),
         stdout=subprocess.DEVNULL,
         stderr=log,
     )
@@ -193,6 +189,7 @@ def test_sigterm_finishes_the_step_saves_last_ckpt_and_stops(compose_train):
     assert checkpoint_step(str(last)) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("intervals", "expected"),
     [
