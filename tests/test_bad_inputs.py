@@ -1,11 +1,10 @@
 """Every bad input the reliability audits tried, replayed: exit status 2, one line `error: ...`
 on stderr (no traceback), no run folder left behind and the inputs unchanged.
 
-Rows call each entry point in-process, as its console command would (`sys.argv` for the Hydra
-entry points, `main(argv)` for the argparse ones), from an empty working directory that must
-stay empty. What Hydra itself refuses (an unknown key or group option, an override it cannot
-parse, a run folder it cannot make) is checked by the entry point before Hydra runs, so those
-rows hold to the same rule.
+Rows run each command in-process as its console script would (the `run_cli` fixture: `sys.argv`
+set, `main()` called), from an empty working directory that must stay empty. What Hydra itself
+refuses (an unknown key or group option, an override it cannot parse, a run folder it cannot
+make) is checked by the entry point before Hydra runs, so those rows hold to the same rule.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import errno
 import importlib
 import json
 import os
-import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from tests.feature_standin import save_stand_in
 from tests.test_classify import TINY_CLASSIFY_OVERRIDES, digits_set
 from tests.test_generate import diverged_checkpoint, save_tiny_checkpoint
 from tests.test_image_folder import make_folder
+from tests.test_layers import COMMANDS
 from tests.test_study import TINY_STUDY
 
 HYDRA_COMMANDS = ("train", "generate", "classify", "evaluate", "study")
@@ -857,26 +857,20 @@ def replaced(shrinking: str, overrides: list[str]) -> bool:
     return key in own or key.split(".", 1)[0] in own
 
 
-def run_command(row: Bad, inputs: Path, features: Path, monkeypatch) -> int:
-    """Run the row's command in-process as its console command would; its exit status."""
+def command_line(row: Bad, inputs: Path, features: Path) -> list[str]:
+    """The row's arguments as users type them; a Hydra command gets its shrinking overrides
+    before the row's own (Hydra's flags first)."""
     args = [arg.format(inputs=inputs) for arg in row.args]
-    module = importlib.import_module(f"diffusion_lab.{row.command}")
-    try:
-        if row.command in HYDRA_COMMANDS:
-            flags = [arg for arg in args if arg.startswith("--")]  # Hydra's come first
-            overrides = [arg for arg in args if not arg.startswith("--")]
-            shrink = [
-                arg.format(inputs=inputs, features=features)
-                for arg in SHRINK[row.command]
-                if not replaced(arg, overrides)
-            ]
-            monkeypatch.setattr(sys, "argv", [row.command, *flags, *shrink, *overrides])
-            module.main()
-        else:
-            module.main(args)
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 1
-    return 0
+    if row.command not in HYDRA_COMMANDS:
+        return args
+    flags = [arg for arg in args if arg.startswith("--")]
+    overrides = [arg for arg in args if not arg.startswith("--")]
+    shrink = [
+        arg.format(inputs=inputs, features=features)
+        for arg in SHRINK[row.command]
+        if not replaced(arg, overrides)
+    ]
+    return [*flags, *shrink, *overrides]
 
 
 def params(rows: list[Bad]) -> list:
@@ -887,13 +881,12 @@ def params(rows: list[Bad]) -> list:
 
 @pytest.mark.parametrize("row", params(ROWS))
 def test_bad_input_is_one_line_and_leaves_nothing(
-    row, inputs, features, os_errors, tmp_path, monkeypatch, capfd
+    row, inputs, features, os_errors, tmp_path, run_cli
 ):
-    monkeypatch.chdir(tmp_path)
     inputs_before = {p: p.stat().st_mtime_ns for p in inputs.rglob("*") if p.is_file()}
     folders_before = sorted(inputs.rglob("*"))
-    status = run_command(row, inputs, features, monkeypatch)
-    stderr = capfd.readouterr().err
+    result = run_cli(row.command, *command_line(row, inputs, features), cwd=tmp_path)
+    status, stderr = result.returncode, result.stderr
     message = row.message.format(inputs=inputs)
     assert "Traceback" not in stderr, stderr
     assert list(tmp_path.iterdir()) == [], "a run folder was left behind"
@@ -905,10 +898,13 @@ def test_bad_input_is_one_line_and_leaves_nothing(
     assert message in lines[0]
 
 
-def test_the_table_covers_every_command_with_at_least_60_inputs():
-    assert len(ROWS) >= 60
-    commands = {*HYDRA_COMMANDS, "report", "bench", "export_set"}
-    assert {row.command for row in ROWS} == commands
+def test_the_table_covers_every_command_and_holds_each_input_once():
+    assert {row.command for row in ROWS} == set(COMMANDS)
+    modules = {c: importlib.import_module(f"diffusion_lab.{c}") for c in COMMANDS}
+    hydra = {c for c, module in modules.items() if hasattr(module, "hydra_main")}
+    assert set(HYDRA_COMMANDS) == set(SHRINK) == hydra
+    counts = Counter((row.command, row.args) for row in ROWS)
+    assert [" ".join([c, *args]) for (c, args), n in counts.items() if n > 1] == []
 
 
 def test_a_full_disk_names_the_file_and_exits_2(tmp_path, capsys):
