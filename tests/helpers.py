@@ -2,8 +2,8 @@
 
 `run_command` runs a command in this process as its console script would (conftest.py offers it
 as the `run_cli` fixture): the command's imports are paid once per test process instead of once
-per call. `run_process` starts `python` in a process of its own, for the tests that need one:
-signals, two processes at once, DDP or Fabric spawning, an installed wheel.
+per call. `run_process` and `start_process` run `python` in a process of its own, for the tests that
+need one: signals, two processes at once, DDP or Fabric spawning, an installed wheel.
 """
 
 from __future__ import annotations
@@ -135,6 +135,13 @@ def run_process(
         text=True,
         timeout=timeout,
     )
+
+
+def start_process(*args: str, cwd: Path = REPO_ROOT, **popen: object) -> subprocess.Popen:
+    """`python ARGS` started in a process of its own and left running (to be signalled, or
+    to run beside another); its output is piped as text unless `popen` says otherwise."""
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **popen}
+    return subprocess.Popen([sys.executable, *args], cwd=cwd, env=process_env(), **popen)
 
 
 def process_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 import time
 from collections import namedtuple
 from pathlib import Path
@@ -29,7 +27,7 @@ from diffusion_lab.runs.trained_run import NonFiniteSamples
 from diffusion_lab.utils.errors import DataError, UserFacingError
 from diffusion_lab.utils.files import sha256_file
 from tests.conftest import TINY_TRAIN_OVERRIDES
-from tests.helpers import png_pixels, process_env, run_process
+from tests.helpers import png_pixels, run_process, start_process
 
 # 10 classes x 3 = 30 images in 8 shards (the last holds 2), DDIM with 5 of the T=20 steps.
 SIZES = ["per_class=3", "shard_size=4"]
@@ -357,13 +355,8 @@ def test_second_generate_on_one_folder_gets_one_line_and_the_first_finishes(
     """The first run is a process of its own, held while it writes; the second runs here."""
     out, go = tmp_path / "set", tmp_path / "go"
     settings = [f"ckpt={ckpt}", *SMALL, f"out={out}"]
-    first = subprocess.Popen(
-        [sys.executable, "-c", HELD_GENERATE, str(go), *settings, f"hydra.run.dir={tmp_path}/1"],
-        cwd=tmp_path,
-        env=process_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    first = start_process(
+        "-c", HELD_GENERATE, str(go), *settings, f"hydra.run.dir={tmp_path}/1", cwd=tmp_path
     )
     try:
         while not (out / ".lock").exists():

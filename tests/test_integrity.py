@@ -10,8 +10,6 @@ import re
 import shutil
 import signal
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +31,7 @@ from diffusion_lab.utils.files import (
     remove_stale_temps,
     temp_name,
 )
-from tests.helpers import dead_pid, process_env
+from tests.helpers import dead_pid, start_process
 
 
 def digest_table(folder: Path) -> dict[str, str]:
@@ -311,13 +309,7 @@ def test_kill_during_a_checkpoint_write_keeps_the_old_one_and_the_next_run_clean
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir()
     torch.save({"step": 1, "w": torch.ones(3)}, ckpt)
-    writer = subprocess.Popen(
-        [sys.executable, "-c", KILLED_WRITER, str(ckpt)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=process_env(),
-    )
+    writer = start_process("-c", KILLED_WRITER, str(ckpt))
     try:
         assert writer.stdout.readline().strip() == "writing", writer.communicate()[1]
     finally:
