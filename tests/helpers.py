@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from PIL import Image
 
 REPO_ROOT = Path(__file__).parents[1]
@@ -59,7 +60,8 @@ def process_state_kept() -> Iterator[None]:
     """Undo what a command changes for the rest of its process: environment variables
     (Lightning's seed_everything sets PL_GLOBAL_SEED), the root logger's handlers (Hydra's
     job logging points them at the job's .log and at this test's captured stdout), random
-    states, torch's threads and matmul precision, signal handlers and warning filters."""
+    states, torch's threads, matmul precision and default dtype, signal handlers, warning
+    filters and Hydra's global state (the run's HydraConfig)."""
     environ = dict(os.environ)
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
@@ -88,6 +90,7 @@ def process_state_kept() -> Iterator[None]:
             if signal.getsignal(signum) is not handler:
                 signal.signal(signum, handler)
         warnings.filters[:] = filters
+        HydraConfig.instance().cfg = None
         if GlobalHydra.instance().is_initialized():
             GlobalHydra.instance().clear()
 
