@@ -1,4 +1,5 @@
-"""Shared fixtures: the real CIFAR-10 copy and a tiny dataset in the official batch format."""
+"""Shared fixtures: commands run in-process, the real CIFAR-10 copy and a tiny dataset in the
+official batch format."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
 
-REPO_ROOT = Path(__file__).parents[1]
+from tests.helpers import REPO_ROOT, CommandResult, run_command
+
 TINY_TRAIN_PER_BATCH = 4
 TINY_TEST_SIZE = 3
 
@@ -29,6 +31,17 @@ def no_hydra_config_left_behind():
     """Each test starts without the HydraConfig an in-process command (`--cfg`, a run) set."""
     yield
     HydraConfig.instance().cfg = None
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capfd):
+    """run_cli(command, *args, cwd=None) -> CommandResult: `python -m diffusion_lab.COMMAND
+    ARGS` run in this process (tests/helpers.py run_command), its output captured."""
+
+    def _run(command: str, *args: str, cwd: Path | None = None) -> CommandResult:
+        return run_command(command, args, monkeypatch, capfd, cwd)
+
+    return _run
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,10 @@
 """Every bad input the reliability audits tried, replayed: exit status 2, one line `error: ...`
 on stderr (no traceback), no run folder left behind and the inputs unchanged.
 
-Rows call each entry point in-process, as its console command would (`sys.argv` for the Hydra
-entry points, `main(argv)` for the argparse ones), from an empty working directory that must
-stay empty. What Hydra itself refuses (an unknown key or group option, an override it cannot
-parse, a run folder it cannot make) is checked by the entry point before Hydra runs, so those
-rows hold to the same rule.
+Rows run each command in-process as its console script would (the `run_cli` fixture: `sys.argv`
+set, `main()` called), from an empty working directory that must stay empty. What Hydra itself
+refuses (an unknown key or group option, an override it cannot parse, a run folder it cannot
+make) is checked by the entry point before Hydra runs, so those rows hold to the same rule.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import errno
 import importlib
 import json
 import os
-import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +25,9 @@ from diffusion_lab.data.generated import MANIFEST_NAME
 from tests.conftest import TINY_TRAIN_OVERRIDES
 from tests.feature_standin import save_stand_in
 from tests.test_classify import TINY_CLASSIFY_OVERRIDES, digits_set
-from tests.test_generate import save_tiny_checkpoint
+from tests.test_generate import diverged_checkpoint, save_tiny_checkpoint
 from tests.test_image_folder import make_folder
+from tests.test_layers import COMMANDS
 from tests.test_study import TINY_STUDY
 
 HYDRA_COMMANDS = ("train", "generate", "classify", "evaluate", "study")
@@ -60,7 +60,8 @@ TRAIN = [
     bad("train", "schedule=cosine", "beta_T=0.02", says="beta_T=0.02: schedule=cosine does not"),
     bad("train", "img_size=7", says="img_size=7: must be a positive multiple of 2"),
     bad("train", "img_size=0", says="img_size=0: must be a positive integer"),
-    bad("train", "batch_size=0", says="batch_size=0: must be a positive integer"),
+    # The key users typed, not data.batch_size, which it reaches by interpolation.
+    bad("train", "batch_size=0", says="error: batch_size=0: must be a positive integer"),
     bad("train", "epochs=0", says="epochs=0: must be a positive integer"),
     bad("train", "lr=-1", says="lr=-1: must be a number > 0"),
     bad("train", "p_uncond=1", says="p_uncond=1: must lie in [0, 1)"),
@@ -196,6 +197,13 @@ TRAIN = [
         says="tiny.ckpt: its weights do not fit the model this config builds",
     ),
     # Checks that need the data.
+    bad(
+        "train",
+        "data=cifar10",
+        "data.root={inputs}/nowhere",
+        "data.download=false",
+        says="CIFAR-10 not found in {inputs}/nowhere (looked for data_batch_1..5, test_batch",
+    ),
     bad("train", "data.batch_size=5000", says="data.batch_size=5000: larger than the"),
     bad("train", "data.channels=3", says="data.channels=3 but the data has 1 channel(s)"),
     bad("train", "data.num_classes=5", says="data.num_classes=5 but the data has 10 classes"),
@@ -299,6 +307,11 @@ GENERATE = [
     bad("generate", "ckpt={inputs}/none.ckpt", says="ckpt={inputs}/none.ckpt: no such checkpoint"),
     bad("generate", "ckpt={inputs}/text.txt", says="text.txt: not a PyTorch checkpoint file"),
     bad("generate", "ckpt={inputs}/foreign.ckpt", says="not a diffusion_lab training checkpoint"),
+    bad(
+        "generate",
+        "ckpt={inputs}/diverged.ckpt",
+        says="ckpt={inputs}/diverged.ckpt: its weights hold NaN or Inf values (a diverged run)",
+    ),
     bad("generate", "ckpt={inputs}/tiny.ckpt", "per_class=0", says="per_class=0: must be a"),
     bad("generate", "ckpt={inputs}/tiny.ckpt", "shard_size=abc", says="shard_size='abc': must"),
     bad("generate", "ckpt={inputs}/tiny.ckpt", "seed=abc", says="seed='abc': must be an integer"),
@@ -632,10 +645,17 @@ REPORT = [
     bad("report", "{inputs}/unknown_sweep", "--device", "cuda", says=f"--device='cuda': {NO_GPU}"),
     bad("report", "{inputs}/mixed", says="jobs of classify, train; a report exists for"),
     bad("report", "{inputs}/train_unfinished", says="none of its 1 job(s) has finished"),
+    bad("report", "{inputs}/all_failed", says="{inputs}/all_failed: all 1 job(s) failed; nothing"),
     bad("report", "{inputs}/train_text_ckpt", says="last.ckpt: not a PyTorch checkpoint file"),
     bad("report", "{inputs}/classify_unfinished", says="no classify job folders"),
     bad("report", "{inputs}/classify_no_mode", says="not a finished classify job's metrics"),
     bad("report", "{inputs}/classify_bad_json", says="metrics.json: not valid JSON"),
+    bad("report", "{inputs}/evaluate_bad_json", says="0/metrics.json: not valid JSON"),
+    bad(
+        "report",
+        "{inputs}/evaluate_no_protocol",
+        says="not a finished evaluate job's metrics (KeyError: 'protocol')",
+    ),
     bad("report", "{inputs}/search_unfinished", says="none of its 1 trial(s) has finished with"),
 ]
 
@@ -735,6 +755,7 @@ def inputs(tmp_path_factory) -> Path:
     """The files the rows point at: checkpoints, a text file, generated sets (some broken)."""
     root = tmp_path_factory.mktemp("inputs")
     save_tiny_checkpoint(root / "tiny.ckpt")
+    diverged_checkpoint(root)
     save_stand_in(root / "standin.pt")
     torch.save({"state_dict": {}}, root / "foreign.ckpt")
     (root / "text.txt").write_text("not a checkpoint\n")
@@ -750,12 +771,17 @@ def inputs(tmp_path_factory) -> Path:
     make_job(root / "mixed" / "0", "train")
     make_job(root / "mixed" / "1", "classify")
     make_job(root / "train_unfinished" / "0", "train")
+    make_job(root / "all_failed" / "0", "train")
+    failure = {"job": "0", "overrides": ["lr=x"], "error": "error: lr='x': must be a number"}
+    (root / "all_failed" / "0" / "failure.json").write_text(json.dumps(failure))
     job = make_job(root / "train_text_ckpt" / "0", "train", metrics="{}")
     (job / "checkpoints").mkdir()
     (job / "checkpoints" / "last.ckpt").write_text("not a checkpoint\n")
     make_job(root / "classify_unfinished" / "0", "classify")
     make_job(root / "classify_no_mode" / "0", "classify", metrics='{"seed": 0}')
     make_job(root / "classify_bad_json" / "0", "classify", metrics='{"mode": ')
+    make_job(root / "evaluate_bad_json" / "0", "evaluate", metrics='{"quality/fid": ')
+    make_job(root / "evaluate_no_protocol" / "0", "evaluate", metrics='{"quality/fid": 1.0}')
     make_job(root / "search_unfinished" / "0_beta_T=0.02", "train")
     (root / "search_unfinished" / "multirun.yaml").write_text(SEARCH_CONFIG)
     for name in FAILING_FOLDERS:
@@ -831,26 +857,20 @@ def replaced(shrinking: str, overrides: list[str]) -> bool:
     return key in own or key.split(".", 1)[0] in own
 
 
-def run_command(row: Bad, inputs: Path, features: Path, monkeypatch) -> int:
-    """Run the row's command in-process as its console command would; its exit status."""
+def command_line(row: Bad, inputs: Path, features: Path) -> list[str]:
+    """The row's arguments as users type them; a Hydra command gets its shrinking overrides
+    before the row's own (Hydra's flags first)."""
     args = [arg.format(inputs=inputs) for arg in row.args]
-    module = importlib.import_module(f"diffusion_lab.{row.command}")
-    try:
-        if row.command in HYDRA_COMMANDS:
-            flags = [arg for arg in args if arg.startswith("--")]  # Hydra's come first
-            overrides = [arg for arg in args if not arg.startswith("--")]
-            shrink = [
-                arg.format(inputs=inputs, features=features)
-                for arg in SHRINK[row.command]
-                if not replaced(arg, overrides)
-            ]
-            monkeypatch.setattr(sys, "argv", [row.command, *flags, *shrink, *overrides])
-            module.main()
-        else:
-            module.main(args)
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else 1
-    return 0
+    if row.command not in HYDRA_COMMANDS:
+        return args
+    flags = [arg for arg in args if arg.startswith("--")]
+    overrides = [arg for arg in args if not arg.startswith("--")]
+    shrink = [
+        arg.format(inputs=inputs, features=features)
+        for arg in SHRINK[row.command]
+        if not replaced(arg, overrides)
+    ]
+    return [*flags, *shrink, *overrides]
 
 
 def params(rows: list[Bad]) -> list:
@@ -861,13 +881,12 @@ def params(rows: list[Bad]) -> list:
 
 @pytest.mark.parametrize("row", params(ROWS))
 def test_bad_input_is_one_line_and_leaves_nothing(
-    row, inputs, features, os_errors, tmp_path, monkeypatch, capfd
+    row, inputs, features, os_errors, tmp_path, run_cli
 ):
-    monkeypatch.chdir(tmp_path)
     inputs_before = {p: p.stat().st_mtime_ns for p in inputs.rglob("*") if p.is_file()}
     folders_before = sorted(inputs.rglob("*"))
-    status = run_command(row, inputs, features, monkeypatch)
-    stderr = capfd.readouterr().err
+    result = run_cli(row.command, *command_line(row, inputs, features), cwd=tmp_path)
+    status, stderr = result.returncode, result.stderr
     message = row.message.format(inputs=inputs)
     assert "Traceback" not in stderr, stderr
     assert list(tmp_path.iterdir()) == [], "a run folder was left behind"
@@ -879,10 +898,13 @@ def test_bad_input_is_one_line_and_leaves_nothing(
     assert message in lines[0]
 
 
-def test_the_table_covers_every_command_with_at_least_60_inputs():
-    assert len(ROWS) >= 60
-    commands = {*HYDRA_COMMANDS, "report", "bench", "export_set"}
-    assert {row.command for row in ROWS} == commands
+def test_the_table_covers_every_command_and_holds_each_input_once():
+    assert {row.command for row in ROWS} == set(COMMANDS)
+    modules = {c: importlib.import_module(f"diffusion_lab.{c}") for c in COMMANDS}
+    hydra = {c for c, module in modules.items() if hasattr(module, "hydra_main")}
+    assert set(HYDRA_COMMANDS) == set(SHRINK) == hydra
+    counts = Counter((row.command, row.args) for row in ROWS)
+    assert [" ".join([c, *args]) for (c, args), n in counts.items() if n > 1] == []
 
 
 def test_a_full_disk_names_the_file_and_exits_2(tmp_path, capsys):

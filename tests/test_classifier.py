@@ -12,6 +12,7 @@ from diffusion_lab.figures.save import save_figure
 from diffusion_lab.lit.confusion import confusion_figure
 from diffusion_lab.nets import MLP
 from diffusion_lab.utils.errors import DataError
+from tests.helpers import png_pixels
 
 
 def test_mlp_shapes_and_layers():
@@ -99,7 +100,6 @@ def test_real_per_class_is_a_fixed_balanced_subset():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"size": 16}, "generated set has img_size=16 but the real data have img_size=8"),
         ({"channels": 3}, "generated set has channels=3 but the real data have channels=1"),
         ({"classes": 5}, "generated set has num_classes=5 but the real data have num_classes=10"),
     ],
@@ -110,22 +110,28 @@ def test_a_mismatched_generated_set_is_refused(tmp_path, kwargs, message):
         dm.prepare_data()
 
 
-def test_missing_set_and_too_few_generated_images_are_refused(tmp_path):
-    with pytest.raises(DataError, match="no such folder"):
-        digits_module(mode="synthetic", synthetic=str(tmp_path / "none")).prepare_data()
+def test_a_generated_mode_without_a_set_is_refused():
     with pytest.raises(DataError, match="needs synthetic=PATH"):
         digits_module(mode="augmented")
-    dm = digits_module(
-        mode="synthetic", synthetic=str(tiny_set(tmp_path / "s")), generated_per_class=4
-    )
-    with pytest.raises(DataError, match="class 0 has 3 images, fewer than 4"):
-        dm.setup("fit")
 
 
-def test_confusion_figure_is_written(tmp_path):
+def test_confusion_figure_shows_each_true_class_shares_with_the_class_names(tmp_path):
     confusion = torch.tensor([[5, 1, 0], [0, 3, 3], [1, 0, 9]])
-    path = save_figure(confusion_figure(confusion, ["a", "b", "c"], "test"), tmp_path / "cm.png")
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figure = confusion_figure(confusion, ["a", "b", "c"], "test")
+    ax = figure.axes[0]
+    # True class down, predicted across; each row divided by its count of true images.
+    shares = [[5 / 6, 1 / 6, 0.0], [0.0, 0.5, 0.5], [0.1, 0.0, 0.9]]
+    drawn = torch.tensor(ax.images[0].get_array())
+    torch.testing.assert_close(drawn, torch.tensor(shares, dtype=drawn.dtype))
+    assert [t.get_text() for t in ax.texts] == [f"{v:.2f}" for row in shares for v in row]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "c"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b", "c"]
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == (
+        "predicted class",
+        "true class",
+        "test",
+    )
+    png_pixels(save_figure(figure, tmp_path / "cm.png"))
 
 
 def test_batches_are_scaled_flipped_only_in_training():

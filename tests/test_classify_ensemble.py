@@ -23,8 +23,6 @@ from __future__ import annotations
 import json
 import pickle
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -37,7 +35,7 @@ from diffusion_lab.jobs.classify import classify
 from diffusion_lab.jobs.ensemble import classify_ensemble
 from diffusion_lab.tracking.loss_history import read_loss_history
 from diffusion_lab.utils.errors import ConfigError
-from tests.conftest import REPO_ROOT
+from tests.helpers import png_pixels
 from tests.test_train import tensorboard_tags
 
 LOSS_ATOL = 1e-6
@@ -128,6 +126,7 @@ def max_loss_difference(a, b) -> float:
     return max(float((torch.tensor(x) - torch.tensor(y)).abs().max()) for x, y in pairs)
 
 
+@pytest.mark.slow
 def test_study_recipe_members_match_their_standalone_runs(tiny_data, tmp_path):
     histories, metrics = batched(
         tiny_data, tmp_path / "batched", "[real,augmented,synthetic]", "[1,2]", *STUDY
@@ -144,6 +143,7 @@ def test_study_recipe_members_match_their_standalone_runs(tiny_data, tmp_path):
         assert member(metrics, mode, seed)["test/acc"] == pytest.approx(alone_metrics["test/acc"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("norm", "atol"), [("model.norm=batch", BN_LOSS_ATOL), ("model.norm=none", LOSS_ATOL)]
 )
@@ -161,6 +161,7 @@ def test_strong_recipe_members_do_not_depend_on_the_other_members(tiny_data, tmp
         assert max_loss_difference(histories[name], alone[name]) <= atol, name
 
 
+@pytest.mark.slow
 def test_strong_recipe_without_random_draws_matches_the_standalone_runs(tiny_data, tmp_path):
     """Batch norm, ZCA, AdamW with warm-up and cosine, label smoothing and clipping, with
     dropout, flips and crops off: those draw from torch's global generator in the standalone
@@ -195,26 +196,19 @@ def test_settings_the_batched_stage_cannot_run_are_refused_before_any_output(
 
 
 @pytest.mark.slow
-def test_the_command_writes_metrics_figures_and_histories(tiny_data, tmp_path):
+def test_the_command_writes_metrics_figures_and_histories(run_cli, tiny_data, tmp_path):
     run = tmp_path / "run"
     root, synthetic = tiny_data
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "diffusion_lab.classify",
-            *TINY,
-            *STUDY,
-            f"data.root={root}",
-            f"synthetic={synthetic}",
-            "modes=[real,augmented]",
-            "seeds=[3,4]",
-            f"hydra.run.dir={run}",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_cli(
+        "classify",
+        *TINY,
+        *STUDY,
+        f"data.root={root}",
+        f"synthetic={synthetic}",
+        "modes=[real,augmented]",
+        "seeds=[3,4]",
+        f"hydra.run.dir={run}",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "classify: test/acc real " in result.stdout and "(mean of 2 seed(s))" in result.stdout
@@ -229,7 +223,7 @@ def test_the_command_writes_metrics_figures_and_histories(tiny_data, tmp_path):
     assert real["test/acc_mean"] == pytest.approx(sum(real["test/acc"]) / 2)
     assert len(metrics["members"][0]["val/acc"]) == 2 and metrics["batched_steps"] == 18
     for name in ("loss_curves_real", "loss_curves_augmented", "confusion_augmented"):
-        assert (run / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+        png_pixels(run / f"{name}.png")
     history = read_loss_history(run / "loss_history_augmented_seed4.csv")
     assert history.train_steps == list(range(1, 19)) and history.val_steps == [9, 18]
     tags = tensorboard_tags(run)["scalars"]

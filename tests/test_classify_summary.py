@@ -14,6 +14,7 @@ from diffusion_lab.reporting import summarize_classify_sweep
 from diffusion_lab.reporting.classify_sweep import classify_figures, read_jobs
 from diffusion_lab.reporting.epoch_curves import validation_by_epoch
 from diffusion_lab.utils.errors import DataError
+from tests.helpers import png_pixels
 
 # mode -> seed -> (test accuracy, per-class accuracy of classes a and b)
 RESULTS = {
@@ -103,7 +104,7 @@ def test_report_lists_mean_std_per_mode_and_paired_class_differences(sweep):
     row_a = next(line for line in text.splitlines() if line.startswith("| a |"))
     assert row_a.split(" | ")[-2:] == ["15.00 ± 7.07", "-20.00 |"]
     for path in written[1:]:
-        assert path.read_bytes()[:4] == b"\x89PNG"
+        png_pixels(path)
         assert f"![{path.stem}]({path.name})" in text
     assert not list(sweep.glob(".*.tmp"))
 

@@ -108,29 +108,19 @@ def test_quickstart_composes_as_documented():
 
 
 # --- validation rejects bad values with one line naming key and value -------------------------
+# Values beside the rows of tests/test_bad_inputs.py: at a bound the table's value lies beyond,
+# of another type, or a key the table has no row for.
 
 
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("beta_1=0", ["beta_1=0"]),
         ("beta_1=-1e-4", ["beta_1=-0.0001"]),
         ("beta_T=1.0", ["beta_T=1.0"]),
-        ("beta_1=0.05", ["beta_1=0.05", "beta_T=0.028"]),
-        ("T=1", ["T=1"]),
-        ("img_size=30", ["img_size=30", "multiple of 8"]),
-        ("img_size=0", ["img_size=0"]),
-        ("batch_size=0", ["batch_size=0"]),
         ("batch_size=-4", ["batch_size=-4"]),
         ("data.batch_size=0", ["data.batch_size=0"]),
-        ("epochs=0", ["epochs=0"]),
         ("lr=0", ["lr=0"]),
-        ("p_uncond=1.0", ["p_uncond=1.0"]),
-        ("w=-1", ["w=-1"]),
-        ("callbacks.ema.decay=1.0", ["callbacks.ema.decay=1.0"]),
-        ("perf.compile=sometimes", ["perf.compile='sometimes'", "auto"]),
         ("perf.channels_last=2", ["perf.channels_last=2", "auto"]),
-        ("perf.compile_mode=fastest", ["perf.compile_mode='fastest'", "reduce-overhead"]),
         ("perf.tf32=maybe", ["perf.tf32='maybe'", "true or false"]),
         ("perf.fused_optimizer=1", ["perf.fused_optimizer=1", "true or false"]),
     ],
@@ -148,18 +138,12 @@ def test_invalid_values_raise_one_line_config_error(override, expected):
     assert len(message.split(":", 1)[1].strip()) > 0
 
 
-def test_batch_size_error_names_the_top_level_key_first():
-    # data.batch_size interpolates batch_size: the user's key is the one reported.
-    with pytest.raises(ConfigError, match=r"^batch_size=0:"):
-        validate_train_config(compose_train("batch_size=0"))
-
-
 # --- unknown group options fail at composition ----------------------------------------------
 
 
 @pytest.mark.parametrize(
     "override",
-    ["schedule=nonexistent", "data=nonexistent", "model=nonexistent", "experiment=nonexistent"],
+    ["data=nonexistent", "model=nonexistent", "experiment=nonexistent"],
 )
 def test_unknown_group_option_fails_to_compose(override):
     with pytest.raises((MissingConfigException, ConfigCompositionException)) as info:

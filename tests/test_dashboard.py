@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from matplotlib.container import BarContainer
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import diffusion_lab.lit.callbacks as callbacks
@@ -37,6 +38,7 @@ def steps_of(events: EventAccumulator, tag: str) -> list[int]:
     return [e.step for e in (events.Images(tag) if kind == "images" else events.Scalars(tag))]
 
 
+@pytest.mark.slow
 def test_small_run_has_every_step_and_the_labelled_grid_in_one_event_file(
     compose_train, monkeypatch, capsys
 ):
@@ -124,10 +126,25 @@ def test_schedule_plot_counts_t_from_zero():
         assert ax.get_xlabel().startswith("t (0-based")
 
 
-def test_per_class_accuracy_plot_has_a_title_and_axis_labels():
-    figure = per_class_accuracy_figure({"real (n=1)": [(0.5, 0.0), (0.7, 0.0)]}, ["a", "b"])
+def test_per_class_accuracy_plot_draws_a_bar_per_series_and_class_in_percent():
+    stats = {"real (n=2)": [(0.5, 0.1), (0.7, 0.05)], "augmented (n=1)": [(0.6, None), (0.8, None)]}
+    figure = per_class_accuracy_figure(stats, ["a", "b"])
     [ax] = figure.axes
-    assert ax.get_title() and ax.get_xlabel() == "class" and ax.get_ylabel() == "test accuracy (%)"
+    real, augmented = [c for c in ax.containers if isinstance(c, BarContainer)]
+    # Side by side around each class's tick, 0.4 wide, at 100 * the mean.
+    for bars, offset, heights in ((real, -0.2, [50, 70]), (augmented, 0.2, [60, 80])):
+        assert [bar.get_height() for bar in bars] == pytest.approx(heights)
+        centres = [bar.get_x() + bar.get_width() / 2 for bar in bars]
+        assert centres == pytest.approx([offset, 1 + offset])
+    # ± one std in points where the series has a spread; none for a single run.
+    [whiskers] = real.errorbar.lines[2]
+    segments = [segment[:, 1].tolist() for segment in whiskers.get_segments()]
+    assert segments == [pytest.approx([40, 60]), pytest.approx([65, 75])]
+    assert augmented.errorbar is None
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(stats)
+    assert ax.get_ylim() == (0, 100) and ax.get_title() == "Test accuracy per class"
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("class", "test accuracy (%)")
 
 
 def test_long_overrides_wrap_into_a_few_title_lines():

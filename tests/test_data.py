@@ -300,16 +300,7 @@ def test_flip_only_while_training() -> None:
     assert torch.equal(flipped.sort(dim=-1).values, expected.sort(dim=-1).values)
 
 
-def test_channel_mismatch_is_a_data_error() -> None:
-    with pytest.raises(DataError, match=r"data\.channels=3 but the data has 1 channel"):
-        _digits_module(channels=3).setup("fit")
-
-
-def test_class_count_mismatch_is_a_data_error() -> None:
-    with pytest.raises(DataError, match=r"data\.num_classes=5"):
-        _digits_module(num_classes=5).setup("fit")
-
-
+# data.channels=3 and data.num_classes=5 on the digits are rows of tests/test_bad_inputs.py.
 def test_invalid_batch_size_is_a_data_error() -> None:
     with pytest.raises(DataError, match=r"data\.batch_size=0: must be a positive integer"):
         _digits_module(batch_size=0)

@@ -12,7 +12,6 @@ from diffusion_lab.jobs.train import train
 from diffusion_lab.lit.ddpm import DDPMModule
 from diffusion_lab.lit.guard import TrainingDiverged
 from tests.conftest import TINY_TRAIN_OVERRIDES
-from tests.test_commands import run_train
 
 # The tiny run has 3 steps per epoch and writes a checkpoint after each epoch.
 EPOCH_1_CKPTS = {"last.ckpt", "step0000003.ckpt"}
@@ -71,9 +70,11 @@ def test_first_bad_step_stops_training_and_keeps_the_last_good_checkpoint(
 
 
 @pytest.mark.slow
-def test_diverging_command_exits_2_with_one_line_and_no_checkpoint(tmp_path):
+def test_diverging_command_exits_2_with_one_line_and_no_checkpoint(run_cli, tmp_path):
     run_dir = tmp_path / "run"
-    result = run_train(*TINY_TRAIN_OVERRIDES, "lr=1e3", f"hydra.run.dir={run_dir}")
+    result = run_cli(
+        "train", *TINY_TRAIN_OVERRIDES, "lr=1e3", f"hydra.run.dir={run_dir}", cwd=tmp_path
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     message = "error: training diverged at step 3: the loss is nan; this run wrote no checkpoint"

@@ -148,11 +148,8 @@ def test_timesteps_are_diffusers_for_every_step_count(T, spacing):
     assert allowed == (T if spacing == "trailing" else T - 1)
 
 
-def test_a_spacing_that_repeats_an_index_or_an_unknown_one_is_refused():
-    with pytest.raises(ValueError, match="steps=20: spacing='leading' visits an index twice"):
-        dpm_timesteps(20, 20, "leading")
-    with pytest.raises(ValueError, match="spacing='uniform': expected 'linspace'"):
-        dpm_timesteps(20, 5, "uniform")
+# A spacing that repeats an index, or an unknown one: rows of tests/test_bad_inputs.py.
+def test_zero_steps_are_refused():
     with pytest.raises(ValueError, match="steps=0: DPM-Solver\\+\\+ needs 1 <= steps <= T=20"):
         dpm_timesteps(20, 0)
 

@@ -1,5 +1,6 @@
 """`report` on an evaluate sweep over w and sampler steps: the table, the guidance figure's
-lines and the best jobs, from job folders laid out as `evaluate --multirun` leaves them."""
+lines and the best jobs, from job folders laid out as `evaluate --multirun` leaves them (its
+damaged ones: rows of tests/test_bad_inputs.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from diffusion_lab import report
 from diffusion_lab.reporting.evaluate_sweep import (
     FIGURE,
     STEPS_FIGURE,
@@ -20,6 +20,7 @@ from diffusion_lab.reporting.evaluate_sweep import (
     steps_figure,
 )
 from diffusion_lab.reporting.sweeps import job_dirs, job_overrides
+from tests.helpers import png_pixels
 
 W_VALUES = [0, 0.5, 1, 1.8, 3, 5]
 STEPS = [25, 50]
@@ -105,9 +106,11 @@ def sweep(tmp_path) -> Path:
     return folder
 
 
-def test_report_writes_a_row_per_job_the_best_jobs_and_the_figure(sweep, capsys):
-    report.main([str(sweep)])
-    out = capsys.readouterr().out.strip().splitlines()
+@pytest.mark.slow
+def test_report_writes_a_row_per_job_the_best_jobs_and_the_figure(run_cli, sweep):
+    result = run_cli("report", str(sweep))
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout.strip().splitlines()
     assert out[-1] == f"report: 12 jobs of an evaluate sweep; outputs in {sweep}"
     text = (sweep / "report.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("|")]
@@ -131,10 +134,10 @@ def test_report_writes_a_row_per_job_the_best_jobs_and_the_figure(sweep, capsys)
         "76.00 % (real test images: 76.70 %)." in text
     )
     assert f"![report_guidance]({FIGURE})" in text
-    assert (sweep / FIGURE).read_bytes()[:4] == b"\x89PNG"
+    png_pixels(sweep / FIGURE)
     # Two step counts at the same w: the cost figure too.
     assert f"![report_steps]({STEPS_FIGURE})" in text
-    assert (sweep / STEPS_FIGURE).read_bytes()[:4] == b"\x89PNG"
+    png_pixels(sweep / STEPS_FIGURE)
 
 
 def test_the_figure_has_a_line_per_step_count_against_w(sweep):
@@ -160,15 +163,16 @@ def test_the_figure_has_a_line_per_step_count_against_w(sweep):
     )
 
 
-def test_steps_alone_are_the_x_axis_and_each_sample_count_has_its_best(tmp_path, capsys):
+@pytest.mark.slow
+def test_steps_alone_are_the_x_axis_and_each_sample_count_has_its_best(run_cli, tmp_path):
     sweep = tmp_path / "sweep"
     for num, (steps, samples) in enumerate([(10, 100), (25, 100), (50, 100), (50, 1000)]):
         overrides = [f"per_class={samples // 10}", f"sampler.steps={steps}"]
         write_eval_job(sweep / f"{num}_{','.join(overrides)}", overrides, 1.8, steps, samples)
     write_eval_job(sweep / "4_unfinished", ["w=3"], 3, 50, finished=False)
-    report.main([str(sweep)])
-    captured = capsys.readouterr()
-    assert "skipping" in captured.err and "4_unfinished" in captured.err
+    result = run_cli("report", str(sweep))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "skipping" in result.stderr and "4_unfinished" in result.stderr
     text = (sweep / "report.md").read_text()
     assert "label fidelity" not in text.split("\n\n", 2)[2]  # no column without a classifier
     assert "Lowest FID at 100 generated images: job 2 (`per_class=10 sampler.steps=50`" in text
@@ -180,22 +184,6 @@ def test_steps_alone_are_the_x_axis_and_each_sample_count_has_its_best(tmp_path,
         "per_class=10": [10, 25, 50],
         "per_class=100": [50],
     }
-
-
-@pytest.mark.parametrize(
-    ("metrics", "says"),
-    [
-        ('{"quality/fid": ', "metrics.json: not valid JSON"),
-        ('{"quality/fid": 1.0}', "not a finished evaluate job's metrics (KeyError: 'protocol')"),
-    ],
-)
-def test_a_damaged_metrics_file_is_one_line(sweep, metrics, says, capsys):
-    (next(sweep.iterdir()) / "metrics.json").write_text(metrics)
-    with pytest.raises(SystemExit) as exit_info:
-        report.main([str(sweep)])
-    assert exit_info.value.code == 2
-    [line] = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith("error: ") and says in line
 
 
 # A sweep over samplers, steps and the guidance interval at w = 1.8 (the ancestral job run
@@ -244,15 +232,16 @@ def test_a_sweep_over_samplers_and_steps_gets_quality_against_network_evaluation
     assert ticks == ["16", "20", "33", "40", "100", "1000"]
 
 
-def test_the_report_of_such_a_sweep_has_an_nfe_column_and_both_figures(cost_sweep, capsys):
-    report.main([str(cost_sweep)])
+@pytest.mark.slow
+def test_the_report_of_such_a_sweep_has_an_nfe_column_and_both_figures(run_cli, cost_sweep):
+    assert run_cli("report", str(cost_sweep)).returncode == 0
     text = (cost_sweep / "report.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [row.split(" | ")[2:6] for row in rows] == [
         [sampler, "1.8", str(steps), str(nfe)] for _, sampler, steps, nfe, _, _ in COST_JOBS
     ]
     assert f"![report_steps]({STEPS_FIGURE})" in text
-    assert (cost_sweep / STEPS_FIGURE).read_bytes()[:4] == b"\x89PNG"
+    png_pixels(cost_sweep / STEPS_FIGURE)
     assert "Lowest FID at 1,000 generated images: job 0 (`sampler=ancestral`" in text
 
 

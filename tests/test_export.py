@@ -3,8 +3,6 @@ and `classify data=image_folder` on an exported set against the same set as shar
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,6 @@ import pytest
 import torch
 from torchvision.datasets import ImageFolder
 
-from diffusion_lab import export_set
 from diffusion_lab.data.digits import DIGIT_CLASSES, load_digits_split
 from diffusion_lab.data.export import EXPORT_RECORD, class_folder, export_png
 from diffusion_lab.data.generated import read_generated_set, write_generated_set
@@ -20,7 +17,7 @@ from diffusion_lab.data.image_files import decode_files, flatten, scan_classes
 from diffusion_lab.jobs.classify import classify
 from diffusion_lab.utils.errors import DataError
 from diffusion_lab.utils.files import HOST
-from tests.conftest import REPO_ROOT
+from tests.helpers import dead_pid
 from tests.test_classify import compose_classify
 
 NAMES = ["cat", "dog", "sea lion/seal"]
@@ -74,9 +71,7 @@ def test_an_interrupted_export_resumes_and_other_folders_are_refused(tmp_path):
     out = tmp_path / "png"
     export_png(gen, out, tmp_path / "set")
     (out / "01_dog" / "00002.png").unlink()
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    killed = out / "00_cat" / f".00001.png.{HOST}.{dead.pid}.0123abcd.tmp"  # left by a kill
+    killed = out / "00_cat" / f".00001.png.{HOST}.{dead_pid()}.0123abcd.tmp"  # left by a kill
     killed.write_bytes(b"half a file")
     assert export_png(gen, out, tmp_path / "set") == 1
     assert not list(out.glob("*/.*.tmp")) and len(ImageFolder(str(out))) == 12
@@ -90,21 +85,15 @@ def test_an_interrupted_export_resumes_and_other_folders_are_refused(tmp_path):
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["notes.txt"]
 
 
-def test_export_set_command_writes_then_skips_and_reports_errors_in_one_line(tmp_path, capsys):
+@pytest.mark.slow
+def test_export_set_command_writes_then_skips(run_cli, tmp_path):
     root = rgb_set(tmp_path / "set")
-    command = [sys.executable, "-m", "diffusion_lab.export_set", str(root)]
-    first = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    first = run_cli("export_set", str(root))
     assert first.returncode == 0, first.stderr[-2000:]
     assert first.stdout.strip() == f"export_set: wrote 12 PNG files; outputs in {root / 'png'}"
-    export_set.main([str(root), "--out", str(root / "png")])
+    again = run_cli("export_set", str(root), "--out", str(root / "png"))
     kept = f"export_set: wrote 0 PNG files, kept 12 already there; outputs in {root / 'png'}"
-    assert capsys.readouterr().out.strip() == kept
-    with pytest.raises(SystemExit) as info:
-        export_set.main([str(tmp_path / "none")])
-    assert info.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines() == [
-        f"error: generated set {tmp_path / 'none'}: no such folder"
-    ]
+    assert again.returncode == 0 and again.stdout.strip() == kept
 
 
 def digits_export(root: Path, what: str, per_class: int, train: bool) -> Path:

@@ -1,10 +1,9 @@
-"""`data=image_folder`: layouts, splits, conversion, resizing, one clear error per bad folder."""
+"""`data=image_folder`: layouts, splits, conversion, resizing, one clear error per bad folder
+(the folders a command refuses are rows of tests/test_bad_inputs.py)."""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,6 @@ from diffusion_lab.data.tensors import resize_uint8
 from diffusion_lab.jobs.generate import generate
 from diffusion_lab.jobs.train import train
 from diffusion_lab.utils.errors import DataError
-from tests.conftest import REPO_ROOT
 
 
 def write_image(path: Path, pixels: np.ndarray) -> None:
@@ -142,23 +140,9 @@ def truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
-# (folder builder, module overrides, expected message) for every refused folder.
+# (folder builder, module overrides, expected message) for the refused folders that are not
+# rows of tests/test_bad_inputs.py.
 ERROR_CASES = [
-    (lambda root: None, {}, "data.root={root}: no such folder"),
-    (lambda root: make_folder(root, {"only": 2}), {}, "found 1 class folder(s) (only); need"),
-    (
-        lambda root: (make_folder(root, {"a": 2}), (root / "b").mkdir()),
-        {},
-        "class folder 'b' holds no PNG or JPEG images",
-    ),
-    (
-        lambda root: (
-            make_folder(root, {"a": 2, "b": 2}),
-            (root / "b" / "x.png").write_bytes(b"no"),
-        ),
-        {},
-        "{root}/b/x.png: not a readable PNG or JPEG image (",
-    ),
     (
         lambda root: (
             make_folder(root, {"a": 2, "b": 2}, size=64),
@@ -166,12 +150,6 @@ ERROR_CASES = [
         ),
         {},
         "{root}/a/001.png: not a readable PNG or JPEG image (",
-    ),
-    (
-        lambda root: make_folder(root, {"a": 2, "b": 2, "c": 2}),
-        {},
-        "data.num_classes=2 but data.root={root} holds 3 class folders (a, b, c); "
-        "pass data.num_classes=3",
     ),
     (
         lambda root: make_folder(root, {"a": 2, "b": 2}),
@@ -187,16 +165,6 @@ ERROR_CASES = [
         "train/ and test/ hold different class folders (only in train/: b; only in test/: c)",
     ),
     (lambda root: make_folder(root, {"a": 1, "b": 3}), {}, "class 'a' has 1 image(s), too few"),
-    (
-        lambda root: make_folder(root, {"a": 2, "b": 2}),
-        {"test_fraction": 1.0},
-        "data.test_fraction=1.0: must lie in [0, 1)",
-    ),
-    (
-        lambda root: make_folder(root, {"a": 2, "b": 2}),
-        {"channels": 4},
-        "data.channels=4: must be 1 (grey) or 3",
-    ),
 ]
 
 
@@ -223,30 +191,6 @@ def test_empty_test_split_is_refused_at_test_time(tmp_path):
         data.setup("test")
 
 
-def test_train_command_with_a_missing_folder_is_one_line(tmp_path):
-    run_dir = tmp_path / "run"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "diffusion_lab.train",
-            "data=image_folder",
-            f"data.root={tmp_path / 'nowhere'}",
-            "data.num_classes=3",
-            f"hydra.run.dir={run_dir}",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        f"error: data.root={tmp_path / 'nowhere'}: no such folder"
-    ]
-    assert not run_dir.exists()
-
-
 def test_the_class_count_is_read_from_the_folders_for_image_folders_only(compose_train, tmp_path):
     make_folder(tmp_path / "images", {"a": 1, "b": 1, "c": 1})
     cfg = compose_train("data=image_folder", f"data.root={tmp_path / 'images'}")
@@ -257,6 +201,7 @@ def test_the_class_count_is_read_from_the_folders_for_image_folders_only(compose
     assert digits.data.num_classes is None
 
 
+@pytest.mark.slow
 def test_train_then_generate_keep_the_folder_class_names(compose_train, tmp_path):
     make_folder(tmp_path / "images", {"zebra": 6, "ant": 6}, size=12)  # resized to img_size=8
     cfg = compose_train(

@@ -50,11 +50,8 @@ def test_cifar10_is_resized_from_32(compose_train, tiny_cifar_dir):
     )
 
 
-@pytest.mark.parametrize(("img_size", "fragment"), [(12, "img_size=12"), (0, "img_size=0")])
-def test_a_size_the_unet_cannot_take_fails_before_anything_is_built(
-    compose_train, img_size, fragment
-):
+def test_a_size_the_unet_cannot_take_fails_before_anything_is_built(compose_train):
     # The study's ch_mult [1, 2, 2, 2] halves the size three times: multiples of 8 only.
-    cfg = compose_train(f"img_size={img_size}", "model.ch_mult=[1,2,2,2]")
-    with pytest.raises(ConfigError, match=fragment):
+    cfg = compose_train("img_size=12", "model.ch_mult=[1,2,2,2]")
+    with pytest.raises(ConfigError, match="img_size=12: must be a positive multiple of 8"):
         validate_train_config(cfg)

@@ -10,8 +10,6 @@ import re
 import shutil
 import signal
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +31,7 @@ from diffusion_lab.utils.files import (
     remove_stale_temps,
     temp_name,
 )
-from tests.conftest import REPO_ROOT
-
-PYTHON_ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+from tests.helpers import dead_pid, start_process
 
 
 def digest_table(folder: Path) -> dict[str, str]:
@@ -243,13 +239,6 @@ def test_the_shared_copy_passes_the_official_digests_and_a_flipped_byte_is_caugh
 # --- Safe writers ------------------------------------------------------------------------------
 
 
-def dead_pid() -> int:
-    """The pid of a process that has exited."""
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()
-    return child.pid
-
-
 def test_temporaries_are_unique_per_process_and_call(tmp_path):
     target = tmp_path / "last.ckpt"
     first, second = temp_name(target), temp_name(target)
@@ -315,17 +304,12 @@ AtomicCheckpointIO().save_checkpoint({"step": 2}, sys.argv[1])
 """
 
 
+@pytest.mark.slow
 def test_kill_during_a_checkpoint_write_keeps_the_old_one_and_the_next_run_cleans_up(tmp_path):
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir()
     torch.save({"step": 1, "w": torch.ones(3)}, ckpt)
-    writer = subprocess.Popen(
-        [sys.executable, "-c", KILLED_WRITER, str(ckpt)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=PYTHON_ENV,
-    )
+    writer = start_process("-c", KILLED_WRITER, str(ckpt))
     try:
         assert writer.stdout.readline().strip() == "writing", writer.communicate()[1]
     finally:

@@ -23,6 +23,7 @@ from tests.test_train import tensorboard_tags
 SKIP_WARNING = "CSVLogger takes no figures"
 
 
+@pytest.mark.slow
 def test_csv_beside_tensorboard_gets_scalars_hparams_and_one_warning(compose_train, caplog):
     cfg = compose_train("logger=[tensorboard,csv]")
     with caplog.at_level(logging.WARNING, logger="diffusion_lab.tracking.loggers"):
@@ -60,6 +61,7 @@ def test_a_missing_logger_package_is_named_with_its_extra(compose_train, monkeyp
     )
 
 
+@pytest.mark.slow
 def test_mlflow_file_store_gets_metrics_params_and_figures(compose_train, tmp_path, monkeypatch):
     pytest.importorskip("mlflow", reason="the mlflow extra is not installed")
     from mlflow.tracking import MlflowClient

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from diffusion_lab.jobs.train import train
@@ -24,6 +25,7 @@ def test_round_trip_keeps_every_point_and_digit(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_short_run_writes_every_steps_loss(compose_train):
     cfg = compose_train()
     metrics = train(cfg)

@@ -268,6 +268,7 @@ def test_evaluate_reports_label_fidelity_with_its_ceiling(reference_run, digits_
         assert quality[f"quality/label_fidelity_class/{name}"] == pytest.approx(accuracy)
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_a_reference_of_another_image_size(reference_run, tmp_path):
     run, _, _ = reference_run
     overrides = [

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,8 @@ from diffusion_lab.lit.checkpoint import (
     capture_random_state,
     restore_random_state,
 )
-from tests.conftest import REPO_ROOT, TINY_TRAIN_OVERRIDES
+from tests.conftest import TINY_TRAIN_OVERRIDES
+from tests.helpers import start_process
 
 # 2 epochs of 3 steps; dropout and flips so that every random draw of a step is exercised.
 RESUME_OVERRIDES = [
@@ -68,24 +68,15 @@ def start_paused_run(tmp_path: Path, step: int, *overrides: str) -> tuple[subpro
     """Start `python -m diffusion_lab.train` and return once it is paused at `step`."""
     marker = tmp_path / f"paused_at_{step}"
     log = (tmp_path / f"stderr_{step}.txt").open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "diffusion_lab.train",
-            *RESUME_OVERRIDES,
-            *overrides,
-            "+callbacks.pause._target_=tests.test_resume.PauseAtStep",
-            f"+callbacks.pause.step={step}",
-            f"+callbacks.pause.marker={marker}",
-        ],
+    process = start_process(
+        "-m",
+        "diffusion_lab.train",
+        *RESUME_OVERRIDES,
+        *overrides,
+        "+callbacks.pause._target_=tests.test_resume.PauseAtStep",
+        f"+callbacks.pause.step={step}",
+        f"+callbacks.pause.marker={marker}",
         cwd=tmp_path,  # a run folder chosen wrongly would land here, not in the repository
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(
-                filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])
-            ),
-        },
         stdout=subprocess.DEVNULL,
         stderr=log,
     )
@@ -193,6 +184,7 @@ def test_sigterm_finishes_the_step_saves_last_ckpt_and_stops(compose_train):
     assert checkpoint_step(str(last)) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("intervals", "expected"),
     [

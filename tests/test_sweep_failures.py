@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,6 @@ from diffusion_lab.config.source import config_source
 from diffusion_lab.data.generated import read_generated_set
 from diffusion_lab.reporting import job_dirs
 from diffusion_lab.utils.errors import ConfigError
-from tests.conftest import REPO_ROOT
 from tests.test_generate import SMALL, save_tiny_checkpoint
 
 
@@ -87,17 +84,11 @@ def test_a_sweep_without_failures_ends_normally(sweep_job):
 
 
 @pytest.mark.slow
-def test_a_failing_job_does_not_stop_the_sweep(tmp_path):
+def test_a_failing_job_does_not_stop_the_sweep(run_cli, tmp_path):
     ckpt = save_tiny_checkpoint(tmp_path / "ckpt" / "tiny.ckpt")
     sweep = tmp_path / "sweep"
     overrides = [f"ckpt={ckpt}", "per_class=0,3", *SMALL[1:], f"hydra.sweep.dir={sweep}"]
-    result = subprocess.run(
-        [sys.executable, "-m", "diffusion_lab.generate", "--multirun", *overrides],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_cli("generate", "--multirun", *overrides, cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-3000:]
     failed, done = job_dirs(sweep)
     assert failed.name.startswith("0_") and done.name.startswith("1_")

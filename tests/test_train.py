@@ -26,6 +26,7 @@ from diffusion_lab.lit.ddpm import DDPMModule
 from diffusion_lab.lit.ema import WarmupEMA, warmup_decay
 from diffusion_lab.nets import UNet
 from diffusion_lab.runs.trained_run import TrainedRun, load_ddpm
+from tests.helpers import png_pixels
 
 
 def tensorboard_tags(run_dir: Path) -> dict[str, list[str]]:
@@ -71,6 +72,7 @@ def test_fast_dev_run_through_compose_api(compose_train, lr_schedule):
     assert 0 < metrics["train/loss"] < 10
 
 
+@pytest.mark.slow
 def test_short_run_writes_every_output(compose_train):
     cfg = compose_train()
     metrics = train(cfg)
@@ -83,7 +85,7 @@ def test_short_run_writes_every_output(compose_train):
         metrics["val/loss"]
     )
     for name in ("loss_curve.png", "samples_step0000003.png", "samples_final.png"):
-        assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        png_pixels(run / name)
     # The last epoch's grid is the final one, not written twice.
     assert not (run / "samples_step0000006.png").exists()
     checkpoints = {p.name for p in (run / "checkpoints").glob("*.ckpt")}
@@ -97,6 +99,7 @@ def test_short_run_writes_every_output(compose_train):
     assert not [tag for tag in tags["scalars"] if tag.startswith("final/")]
 
 
+@pytest.mark.slow
 def test_checkpoint_holds_ema_weights_and_rebuilds_alone(compose_train):
     decay = 0.5
     cfg = compose_train(f"callbacks.ema.decay={decay}", "epochs=1")
@@ -112,6 +115,7 @@ def test_checkpoint_holds_ema_weights_and_rebuilds_alone(compose_train):
     assert any(not torch.equal(live[k], v) for k, v in checkpoint["state_dict"].items())
 
 
+@pytest.mark.slow
 def test_resume_continues_from_last_checkpoint(compose_train, tmp_path):
     first = compose_train("epochs=1")
     train(first)
@@ -222,6 +226,7 @@ def test_trainer_from_config_uses_the_atomic_writer(compose_train):
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 
+@pytest.mark.slow
 def test_final_grid_is_sampled_with_ema_weights_before_teardown(compose_train, monkeypatch):
     """Lightning's teardown moves the module to the CPU: a grid sampled after it runs there.
 
@@ -246,11 +251,12 @@ def test_final_grid_is_sampled_with_ema_weights_before_teardown(compose_train, m
     train(cfg)
 
     assert events == ["sample", "teardown"]
-    assert (Path(cfg.output_dir) / "samples_final.png").is_file()
+    png_pixels(Path(cfg.output_dir) / "samples_final.png")
     module, _ = load_ddpm(Path(cfg.output_dir) / "checkpoints" / "last.ckpt")
     torch.testing.assert_close(weights_at_final_grid[0], module.net.conv_in.weight)
 
 
+@pytest.mark.slow
 def test_sample_grids_use_the_dpm_solver_when_configured(compose_train, monkeypatch):
     import diffusion_lab.diffusion as diffusion
 
@@ -266,4 +272,4 @@ def test_sample_grids_use_the_dpm_solver_when_configured(compose_train, monkeypa
     cfg = compose_train("sampler=dpmpp_2m", "sampler.steps=3", "epochs=1")
     train(cfg)
     assert steps_seen == [3]  # the final grid (one epoch: no per-epoch grid before it)
-    assert (Path(cfg.output_dir) / "samples_final.png").read_bytes()[:4] == b"\x89PNG"
+    png_pixels(Path(cfg.output_dir) / "samples_final.png")

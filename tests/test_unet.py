@@ -100,11 +100,6 @@ def test_attention_at_every_resolution(num_heads):
     assert bool(out.isfinite().all())
 
 
-def test_num_heads_must_divide_channels():
-    with pytest.raises(ValueError, match="num_heads=3"):
-        make(ch=16, num_heads=3)
-
-
 # --- labels and the zero-initialised output ---------------------------------------------------
 
 
@@ -216,7 +211,6 @@ def test_timestep_embedding_rows_are_distinct_beyond_1000():
         (20, (1, 2, 2, 2), 8),
         (30, (1, 2, 2, 2), 8),
         (6, (1, 2, 2, 2), 8),
-        (17, (1, 2), 2),
         (0, (1, 2), 2),
     ],
 )
@@ -232,12 +226,6 @@ def test_check_unet_geometry_rejects_bad_sizes(img_size, ch_mult, factor):
 )
 def test_check_unet_geometry_accepts_good_sizes(img_size, ch_mult):
     check_unet_geometry(img_size, ch_mult)
-
-
-@pytest.mark.parametrize("ch_mult", [[], ()])
-def test_check_unet_geometry_rejects_empty_ch_mult(ch_mult):
-    with pytest.raises(ValueError, match="ch_mult"):
-        check_unet_geometry(32, ch_mult)
 
 
 # --- gradients ------------------------------------------------------------------------------

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT, run_process
 
 # What the build reads; copied so that setuptools' build/ and egg-info stay out of the repository.
 BUILD_INPUTS = ("pyproject.toml", "README.md", "conf", "diffusion_lab", "hydra_plugins")
@@ -52,20 +49,15 @@ ENTRY_POINTS = [
 
 def pip(*args: str | Path) -> None:
     """Run the test's own pip, failing the test with its output."""
-    command = [sys.executable, "-m", "pip", "--disable-pip-version-check", *map(str, args)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    result = run_process("-m", "pip", "--disable-pip-version-check", *map(str, args), timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
 
 
 def run_installed(site: Path, cwd: Path, module: str, *args: str) -> str:
-    """Run `module` of the wheel installed in `site`, from `cwd`; its stdout."""
-    result = subprocess.run(
-        [sys.executable, "-c", RUN_MODULE, module, *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(site)},
-        capture_output=True,
-        text=True,
-        timeout=300,
+    """Run `module` of the wheel installed in `site` (alone on the path: not this tree), from
+    `cwd`; its stdout."""
+    result = run_process(
+        "-c", RUN_MODULE, module, *args, cwd=cwd, env={"PYTHONPATH": str(site)}, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
     conf_file, _, stdout = result.stdout.partition("\n")
