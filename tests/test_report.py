@@ -15,11 +15,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from torch.utils.tensorboard import SummaryWriter
 
 from diffusion_lab.reporting import FINAL_CKPT, job_dirs, row_labels
 from diffusion_lab.reporting.training_sweep import (
-    THINNED,
     loss_figure,
     quality_figure,
     schedule_caveat,
@@ -33,6 +31,7 @@ from diffusion_lab.tracking.loss_history import (
     read_loss_history,
     write_loss_history,
 )
+from diffusion_lab.utils.errors import UserFacingError
 from tests.helpers import png_pixels
 
 HISTORY_STEPS = 12
@@ -44,11 +43,9 @@ def write_job(
     overrides: list[str],
     kind: str = "train",
     finished: bool = True,
-    history: bool = True,
     metrics: dict | None = None,
 ):
-    """One Hydra job folder as `train` leaves it (or, unfinished, as it is mid-run); without
-    `history`, as runs left it before `loss_history.csv` existed."""
+    """One Hydra job folder as `train` leaves it (or, unfinished, as it is mid-run)."""
     (job / ".hydra").mkdir(parents=True)
     OmegaConf.save(OmegaConf.create(overrides), job / ".hydra" / "overrides.yaml")
     OmegaConf.save(
@@ -62,21 +59,14 @@ def write_job(
     torch.save({"state_dict": module.state_dict(), RUN_CONFIG_KEY: config}, job / FINAL_CKPT)
     metrics = {"val/loss": 0.5, "global_step": HISTORY_STEPS} | (metrics or {})
     (job / "metrics.json").write_text(json.dumps(metrics))
-    # The event files hold every 3rd training loss, the history file every one.
-    with SummaryWriter(log_dir=str(job)) as writer:
-        for step in range(2, HISTORY_STEPS, 3):
-            writer.add_scalar("train/loss", 1.0 / step, step)
-        writer.add_scalar("val/loss", 0.5, HISTORY_STEPS)
-    if history:
-        steps = list(range(1, HISTORY_STEPS + 1))
-        losses = LossHistory(steps, [1.0 / s for s in steps], [HISTORY_STEPS], [0.5])
-        write_loss_history(losses, job / HISTORY_FILE)
+    steps = list(range(1, HISTORY_STEPS + 1))
+    losses = LossHistory(steps, [1.0 / s for s in steps], [HISTORY_STEPS], [0.5])
+    write_loss_history(losses, job / HISTORY_FILE)
 
 
 @pytest.fixture
 def fake_sweep(tmp_path, compose_train):
-    """Jobs 0 and 1 differ in beta_T (img_size 8), job 2 in img_size (16), job 3 unfinished.
-    Job 2 ran before `loss_history.csv` existed."""
+    """Jobs 0 and 1 differ in beta_T (img_size 8), job 2 in img_size (16), job 3 unfinished."""
     sweep = tmp_path / "sweep"
     jobs = [
         ("beta_T=0.01", "img_size=8"),
@@ -85,7 +75,11 @@ def fake_sweep(tmp_path, compose_train):
     ]
     for num, overrides in enumerate(jobs):
         cfg = compose_train(*overrides)
-        write_job(sweep / str(num), cfg, ["experiment=quickstart", *overrides], history=num < 2)
+        write_job(
+            sweep / str(num),
+            cfg,
+            ["experiment=quickstart", *overrides],
+        )
     write_job(sweep / "3", cfg, ["experiment=quickstart", "beta_T=0.03"], finished=False)
     return sweep
 
@@ -133,17 +127,14 @@ def test_writes_grid_loss_overlay_table_and_tensorboard(run_cli, fake_sweep):
     # beta_T differs: the losses measure different tasks, and report.md says so.
     assert "**The jobs' noise schedules differ** (beta_T: 0.01, 0.02)" in table
     assert "measure different tasks" in table
-    assert "Jobs `beta_T=0.02 img_size=16` ran before `loss_history.csv`" in table
     # No quality/* metrics: no quality columns and no quality figure.
     assert "quality/" not in table and not (fake_sweep / "report_quality.png").exists()
 
 
-def test_loss_figure_draws_every_step_from_the_history_and_marks_thinned_jobs(fake_sweep):
+def test_loss_figure_draws_every_step_from_the_history(fake_sweep):
     jobs = job_dirs(fake_sweep)[:3]
     labels = ["a", "b", "c"]
-    figure, thinned = loss_figure(jobs, labels, "title", caveat="")
-    assert thinned == ["c"]
-    [ax] = figure.axes
+    [ax] = loss_figure(jobs, labels, "title", caveat="").axes
     train = {
         line.get_label(): list(line.get_xdata())
         for line in ax.lines
@@ -151,8 +142,10 @@ def test_loss_figure_draws_every_step_from_the_history_and_marks_thinned_jobs(fa
     }
     assert train["a (train, mean of 1)"] == list(range(1, HISTORY_STEPS + 1))
     assert train["b (train, mean of 1)"] == list(range(1, HISTORY_STEPS + 1))
-    # Job 2 has no history file: the event files' every-3rd-step points, marked in the legend.
-    assert train[f"c{THINNED} (train, mean of 1)"] == [2, 5, 8, 11]
+    assert train["c (train, mean of 1)"] == list(range(1, HISTORY_STEPS + 1))
+    (jobs[2] / HISTORY_FILE).unlink()
+    with pytest.raises(UserFacingError, match=f"no {HISTORY_FILE}; every finished train job"):
+        loss_figure(jobs, labels, "title", caveat="")
 
 
 def test_schedule_caveat_names_what_differs_and_is_empty_for_equal_schedules(compose_train):

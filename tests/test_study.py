@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from diffusion_lab import study as study_command
 from tests.conftest import REPO_ROOT
 from tests.feature_standin import save_stand_in
 
@@ -51,19 +50,13 @@ def features(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def study(monkeypatch, capsys):
-    """study(folder, *overrides) -> (exit status, stderr): `python -m diffusion_lab.study` into
-    `folder`, in this process (a separate one only where a signal must stop it)."""
+def study(run_cli):
+    """study(folder, *overrides) -> (exit status, stderr) of `python -m diffusion_lab.study`
+    into `folder`, in this process (a separate one only where a signal must stop it)."""
 
     def run(folder: Path, *overrides: str) -> tuple[int, str]:
-        monkeypatch.chdir(REPO_ROOT)
-        monkeypatch.setattr(sys, "argv", ["study", *overrides, f"hydra.run.dir={folder}"])
-        monkeypatch.setattr(study_command, "STARTED", time.time())
-        try:
-            study_command.main()
-        except SystemExit as exit_:
-            return exit_.code or 0, capsys.readouterr().err
-        return 0, capsys.readouterr().err
+        result = run_cli("study", *overrides, f"hydra.run.dir={folder}", cwd=REPO_ROOT)
+        return result.returncode, result.stderr
 
     return run
 

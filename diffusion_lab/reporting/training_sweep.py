@@ -4,7 +4,7 @@ It writes, into the sweep folder, `report_grid.png` (one row per job, labelled w
 overrides that differ between jobs, one column per class, every row sampled from its job's
 final EMA checkpoint with the same initial noise, labels and generator seed),
 `report_loss.png` (the jobs' loss curves overlaid: every step's training loss from each job's
-`loss_history.csv`, or from its thinned event files for runs older than that file),
+`loss_history.csv`),
 `report_quality.png` (only when some job's metrics.json has `quality/*` keys: each of them
 against the swept override) and `report.md` (the figures, a caveat where the jobs' noise
 schedules differ, and the final metrics), and logs the figures to TensorBoard under
@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from matplotlib.figure import Figure
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 
@@ -40,11 +39,9 @@ from diffusion_lab.reporting.sweeps import (
 )
 from diffusion_lab.runs.trained_run import TrainedRun
 from diffusion_lab.tracking.loss_history import HISTORY_FILE, LossHistory, read_loss_history
+from diffusion_lab.utils.errors import UserFacingError
 from diffusion_lab.utils.files import atomic_path
 from diffusion_lab.utils.progress import images_per_step, progress_bar
-
-# Appended to the legend label of a job whose training loss comes from its event files.
-THINNED = " [event files: logged steps only]"
 
 
 def sample_job(
@@ -65,26 +62,12 @@ def sample_job(
     return images, names, dict((run.config or {}).get("schedule") or {})
 
 
-def event_file_history(job: Path) -> LossHistory:
-    """(train steps, train/loss, val steps, val/loss) from a job's TensorBoard event files."""
-    events = EventAccumulator(str(job), size_guidance={"scalars": 0})
-    events.Reload()
-    tags = set(events.Tags()["scalars"])
-
-    def series(tag: str) -> tuple[list[int], list[float]]:
-        points = events.Scalars(tag) if tag in tags else []
-        return [p.step for p in points], [p.value for p in points]
-
-    return LossHistory(*series("train/loss"), *series("val/loss"))
-
-
-def loss_history(job: Path) -> tuple[LossHistory, bool]:
-    """A job's loss history and whether it is complete: its `loss_history.csv` where the run
-    wrote one, else (False) the every-n-th-step points of its event files."""
+def loss_history(job: Path) -> LossHistory:
+    """A finished job's every-step loss history, from its `loss_history.csv`."""
     path = job / HISTORY_FILE
-    if path.is_file():
-        return read_loss_history(path), True
-    return event_file_history(job), False
+    if not path.is_file():
+        raise UserFacingError(f"{job}: no {HISTORY_FILE}; every finished train job writes one")
+    return read_loss_history(path)
 
 
 def flat_fields(node: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -125,20 +108,12 @@ def schedule_caveat(schedules: list[dict[str, Any]]) -> str:
     )
 
 
-def loss_figure(
-    jobs: list[Path], labels: list[str], title: str, caveat: str
-) -> tuple[Figure, list[str]]:
-    """The loss overlay, and the labels of the jobs whose training loss is thinned (no
-    `loss_history.csv`), which the legend marks."""
-    curves, thinned = {}, []
-    for job, label in zip(jobs, labels, strict=True):
-        history, complete = loss_history(job)
-        curves[label if complete else label + THINNED] = history
-        if not complete:
-            thinned.append(label)
+def loss_figure(jobs: list[Path], labels: list[str], title: str, caveat: str) -> Figure:
+    """The jobs' loss curves overlaid, every step of each."""
+    curves = {label: loss_history(job) for job, label in zip(jobs, labels, strict=True)}
     if caveat:
         title += "\nnoise schedules differ: these losses measure different tasks"
-    return loss_overlay_figure(curves, title), thinned
+    return loss_overlay_figure(curves, title)
 
 
 def quality_figure(
@@ -169,7 +144,7 @@ def report_training_sweep(
         schedules.append(schedule)
     caveat = schedule_caveat(schedules)
     metrics = [json.loads((j / "metrics.json").read_text()) for j in jobs]
-    losses, thinned = loss_figure(jobs, labels, f"{heading}: loss", caveat)
+    losses = loss_figure(jobs, labels, f"{heading}: loss", caveat)
     figures = {
         "report_grid.png": sweep_grid_figure(
             rows, class_names, f"{heading}: final EMA weights, same noise and generator seed {seed}"
@@ -183,8 +158,7 @@ def report_training_sweep(
     for name, figure in figures.items():
         save_figure(figure, sweep_dir / name)
     with atomic_path(sweep_dir / "report.md") as tmp:
-        notes = [caveat, thinned_note(thinned)]
-        tmp.write_text(report_markdown(sweep_dir, list(figures), table, seed, notes))
+        tmp.write_text(report_markdown(sweep_dir, list(figures), table, seed, [caveat]))
     with SummaryWriter(log_dir=str(sweep_dir / "report")) as writer:
         for name, figure in figures.items():
             writer.add_figure(f"report/{name.removeprefix('report_').removesuffix('.png')}", figure)
@@ -192,21 +166,10 @@ def report_training_sweep(
     print(f"wrote {', '.join(str(sweep_dir / name) for name in figures)} and report.md")
 
 
-def thinned_note(labels: list[str]) -> str:
-    """A sentence naming the jobs whose training loss comes from their event files, else ""."""
-    if not labels:
-        return ""
-    jobs = ", ".join(f"`{label}`" for label in labels)
-    return (
-        f"Jobs {jobs} ran before `{HISTORY_FILE}` was written: their training loss is drawn "
-        f"from the event files, at the logged steps only (legend: `{THINNED.strip()}`)."
-    )
-
-
 def report_markdown(
     sweep_dir: Path, figures: list[str], table: str, seed: int, notes: list[str]
 ) -> str:
-    """report.md: the figures, the notes (schedule caveat, thinned losses) and the metrics."""
+    """report.md: the figures, the notes (the schedule caveat) and the metrics."""
     images = "\n\n".join(f"![{name.removesuffix('.png')}]({name})" for name in figures)
     paragraphs = "".join(f"{note}\n\n" for note in notes if note)
     return (
