@@ -731,7 +731,7 @@ SHRINK = {
         *TINY_STUDY,
         "study.evaluate.overrides=['features.weights={inputs}/standin.pt','features.dim=16']",
     ],
-    "generate": ["per_class=2", "shard_size=10"],
+    "generate": ["per_class=2", "shard_size=10", "sampler.steps=4"],
     "evaluate": [
         "ckpt={inputs}/tiny.ckpt",
         "data=digits",

@@ -37,7 +37,7 @@ ENTRY_POINTS = [
     (
         "diffusion_lab.generate",
         ["ckpt=x"],
-        {"ckpt": "x", "per_class": 5000, "sampler.variance": "fixed_small"},
+        {"ckpt": "x", "per_class": 5000, "sampler.steps": 20, "sampler.spacing": "linspace"},
     ),
     (
         "diffusion_lab.classify",

@@ -106,7 +106,7 @@ def schedule_figures(ctx: StageContext, folders: dict[str, str]) -> dict[str, st
     """Loss curves and samples of the linear (Part 1) and cosine runs."""
     part1 = str(Path(ctx.result("train")["checkpoint"]).parents[1])
     runs = {"linear (Part 1)": part1, "cosine": folders["schedule=cosine"]}
-    figure, _ = loss_figure([Path(p) for p in runs.values()], list(runs), "linear vs cosine", "")
+    figure = loss_figure([Path(p) for p in runs.values()], list(runs), "linear vs cosine", "")
     loss = ctx.folder.path("figures", "part3_schedule_loss.png")
     save_figure(figure, loss)
     grid = grid_figure(ctx, list(runs), runs, "schedule linear vs cosine")
