@@ -17,11 +17,16 @@ CHUNK_ROWS = 4096
 
 @dataclass(frozen=True)
 class GaussianStats:
-    """Mean (D,) and covariance (D, D), both float64, of `count` feature vectors."""
+    """Mean (D,) and covariance (D, D), both float64, of `count` feature vectors.
+
+    `factor` (count, D), kept when count <= D, is the centred features over sqrt(count - 1):
+    cov = factor^T factor has rank < count, and the FID can work in that small span.
+    """
 
     mean: Tensor
     cov: Tensor
     count: int
+    factor: Tensor | None = None
 
 
 def gaussian_stats(features: Tensor) -> GaussianStats:
@@ -33,6 +38,9 @@ def gaussian_stats(features: Tensor) -> GaussianStats:
     for chunk in features.split(CHUNK_ROWS):
         mean += chunk.double().sum(0)
     mean /= n
+    if n <= dim:
+        factor = (features.double() - mean) / (n - 1) ** 0.5
+        return GaussianStats(mean, factor.T @ factor, n, factor)
     # Centred before the products: the raw second moment loses digits to cancellation.
     cov = torch.zeros(dim, dim, dtype=torch.float64)
     for chunk in features.split(CHUNK_ROWS):
@@ -47,15 +55,22 @@ def sqrt_psd(matrix: Tensor) -> Tensor:
     return (vectors * eigenvalues.clamp(min=0).sqrt()) @ vectors.T
 
 
-def trace_sqrt_product(cov_1: Tensor, cov_2: Tensor) -> Tensor:
-    """tr((S_1 S_2)^(1/2)) for PSD S_1, S_2.
+def trace_sqrt_product(a: GaussianStats, b: GaussianStats) -> Tensor:
+    """tr((S_a S_b)^(1/2)) for the PSD covariances S_a, S_b.
 
-    S_1 S_2 is similar to S_1^(1/2) S_2 S_1^(1/2), which is symmetric PSD, so its square root
-    has the same eigenvalues: the sum of the square roots of that matrix's eigenvalues. No
-    complex parts appear, unlike with a general matrix square root of S_1 S_2.
+    The trace is the sum of the square roots of the eigenvalues of S_a S_b, and a symmetric PSD
+    matrix with the same nonzero eigenvalues is at hand: S_a^(1/2) S_b S_a^(1/2) (D x D), or,
+    when S_a = F^T F with F (n, D), n <= D, the smaller F S_b F^T (n x n). Either way no
+    complex parts appear, unlike with a general matrix square root of S_a S_b.
     """
-    root_1 = sqrt_psd(cov_1)
-    inner = root_1 @ cov_2 @ root_1
+    factored = [s for s in (a, b) if s.factor is not None]
+    if factored:
+        small = min(factored, key=lambda s: s.count)
+        other = b if small is a else a
+        inner = small.factor @ other.cov @ small.factor.T
+    else:
+        root_a = sqrt_psd(a.cov)
+        inner = root_a @ b.cov @ root_a
     return torch.linalg.eigvalsh((inner + inner.T) / 2).clamp(min=0).sqrt().sum()
 
 
@@ -64,5 +79,5 @@ def frechet_distance(a: GaussianStats, b: GaussianStats) -> float:
     if a.mean.shape != b.mean.shape:
         raise ValueError(f"feature sizes differ: {tuple(a.mean.shape)} and {tuple(b.mean.shape)}")
     mean_term = (a.mean - b.mean).square().sum()
-    cov_term = a.cov.trace() + b.cov.trace() - 2 * trace_sqrt_product(a.cov, b.cov)
+    cov_term = a.cov.trace() + b.cov.trace() - 2 * trace_sqrt_product(a, b)
     return float(mean_term + cov_term)
