@@ -13,6 +13,7 @@ from diffusion_lab.lit.budget import BUDGET_FILE, TrainingBudget, steps_within
 from diffusion_lab.lit.lr_schedules import warmup_cosine_factor
 from diffusion_lab.stages.budget import Budget, largest_fitting, stage_weights
 from diffusion_lab.stages.folder import StudyFolder, differing_keys
+from diffusion_lab.stages.report import budget_notes
 from diffusion_lab.utils.errors import ConfigError
 
 WEIGHTS = {"training": 0.6, "generate": 0.1, "evaluate": 0.1, "classify": 0.2}
@@ -128,3 +129,10 @@ def test_a_restored_budget_keeps_its_length():
     callback.load_state_dict({"steps": 123, "decisions": [{"reason": "probe"}]})
     assert callback.steps == 123
     assert callback.state_dict()["decisions"] == [{"reason": "probe"}]
+
+
+def test_the_time_table_lists_a_stages_notes_once_each_without_the_stage_name():
+    notes = ["classify: recipe mlp_seed for 2 epochs instead of 40", "classify: recipe mlp out"]
+    assert budget_notes("classify", notes) == (
+        "recipe mlp_seed for 2 epochs instead of 40; recipe mlp out"
+    )

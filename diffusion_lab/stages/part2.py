@@ -133,11 +133,11 @@ def classify_epochs(ctx: StageContext, cfg: DictConfig, recipe: str, share_s: fl
         return cfg.epochs
     epoch_s = CLASSIFY_MARGIN * ensemble_epoch_seconds(cfg, ctx.device)
     epochs = min(cfg.epochs, int(max(share_s - CLASSIFY_OVERHEAD_S, 0) // epoch_s))
-    if epochs < cfg.epochs:
-        ctx.note(
-            f"classify: recipe {recipe} for {epochs} epochs instead of {cfg.epochs} (about "
-            f"{epoch_s:.1f} s per epoch here; {share_s:.0f} s for it)"
-        )
+    cost = f"about {epoch_s:.1f} s per epoch here; {share_s:.0f} s for it"
+    if epochs == 0:
+        ctx.note(f"classify: recipe {recipe} left out (not one epoch fits: {cost})")
+    elif epochs < cfg.epochs:
+        ctx.note(f"classify: recipe {recipe} for {epochs} epochs instead of {cfg.epochs} ({cost})")
     return epochs
 
 
@@ -154,7 +154,6 @@ def classify_stage(ctx: StageContext) -> dict[str, Any]:
         share = None if left is None else left / (len(names) - i)
         epochs = classify_epochs(ctx, cfg, recipe, share)
         if epochs == 0:
-            ctx.note(f"classify: recipe {recipe} left out (not one epoch fits its share)")
             continue
         cfg.epochs = epochs
         start = time.perf_counter()

@@ -205,16 +205,21 @@ def part3_section(ctx: StageContext) -> list[str]:
     return [*lines, ""]
 
 
+def budget_notes(stage: str, notes: list[str]) -> str:
+    """A stage's notes for its row of the time table, without the repeated `stage: `."""
+    return "; ".join(note.removeprefix(f"{stage}: ") for note in notes)
+
+
 def time_table(ctx: StageContext, total_s: float) -> list[str]:
     lines = ["| stage | wall time | rate | what the budget changed |", "| --- | --- | --- | --- |"]
     records = ctx.folder.state()["stages"]
     for stage, record in ((s, records[s]) for s in STAGE_ORDER if s in records):
         if record.get("skipped"):
-            lines.append(f"| {stage} | left out | | {' '.join(record['notes'])} |")
+            lines.append(f"| {stage} | left out | | {budget_notes(stage, record['notes'])} |")
             continue
         rate = record.get("images_per_s") or record.get("features_per_s")
         rate_text = f"{rate:.1f} img/s" if rate else ""
-        notes = " ".join(record.get("notes", [])) or "nothing"
+        notes = budget_notes(stage, record.get("notes", [])) or "nothing"
         lines.append(f"| {stage} | {record['stage_wall_s']:.0f} s | {rate_text} | {notes} |")
     lines.append(f"| whole study (this invocation) | {total_s:.0f} s | | |")
     return lines
