@@ -92,7 +92,11 @@ def test_generate_writes_a_complete_verified_set(ckpt, tmp_path):
 
 
 def test_ancestral_sampler_records_all_T_steps(ckpt, tmp_path):
-    generate(compose_generate(ckpt, tmp_path / "set", "contact_sheet=false", sampler=["sampler=ancestral"]))
+    generate(
+        compose_generate(
+            ckpt, tmp_path / "set", "contact_sheet=false", sampler=["sampler=ancestral"]
+        )
+    )
     manifest = read_generated_set(tmp_path / "set").manifest
     assert manifest["sampler"]["name"] == "ancestral" and manifest["sampler"]["steps"] == 20
     assert not (tmp_path / "set" / "contact_sheet.png").exists()

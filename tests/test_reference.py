@@ -181,7 +181,9 @@ def test_loader_refuses_weights_that_do_not_fit_and_non_finite_weights(reference
     checkpoint = torch.load(reference_run[0] / "reference.ckpt", weights_only=True)
     checkpoint[RUN_CONFIG_KEY]["module"]["net"]["widths"] = [4, 4]
     torch.save(checkpoint, tmp_path / "resized.ckpt")
-    with pytest.raises(UserFacingError, match="weights do not fit the model its stored config builds"):
+    with pytest.raises(
+        UserFacingError, match="weights do not fit the model its stored config builds"
+    ):
         load_reference_classifier(tmp_path / "resized.ckpt")
     checkpoint = torch.load(reference_run[0] / "reference.ckpt", weights_only=True)
     next(v for v in checkpoint["state_dict"].values() if v.is_floating_point()).fill_(torch.nan)
