@@ -170,7 +170,7 @@ def study_command(store: Path, stages: str, budget: float | None, extra: list[st
         f"data.root={store / 'cifar10'}",
         "data.download=false",
         f"study.evaluate.reference_classifier={reference}",
-        f"study.evaluate.overrides=['features.weights={weights}']",
+        f"study.evaluate.overrides=['features.weights={weights}','features.batch_size=500']",
         f"hydra.run.dir={store / 'study'}",
     ]
     keys = {o.split("=", 1)[0] for o in extra}
