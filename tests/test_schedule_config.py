@@ -48,7 +48,7 @@ def test_cosine_with_a_beta_equal_to_the_default_is_accepted(compose_train):
     ("overrides", "message"),
     [
         (("schedule=quadratic", "beta_T=1.0"), "beta_T=1.0: must be a number < 1"),
-        (("schedule=sigmoid", "beta_1=0"), "beta_1=0: must be a number > 0"),
+        (("schedule=sigmoid", "beta_1=0"), "beta_1=0.0: must be a number > 0"),
         (("schedule=quadratic", "beta_1=0.05"), "beta_1=0.05: must be < beta_T=0.028"),
         (
             ("schedule=cosine", "schedule.betas.max_beta=1.0"),

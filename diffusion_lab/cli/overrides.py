@@ -21,7 +21,9 @@ from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ValidationError
 
+from diffusion_lab.config.schema import type_error
 from diffusion_lab.config.source import config_source
 from diffusion_lab.utils.errors import ConfigError
 from diffusion_lab.utils.files import check_folder_can_be_made
@@ -100,6 +102,8 @@ def compose(config_name: str, overrides: Sequence[str], mode: RunMode) -> DictCo
     except MissingConfigException as err:
         raise missing_option_error(err) from None
     except ConfigCompositionException as err:
+        if isinstance(err.__cause__, ValidationError):
+            raise type_error(config_name, err.__cause__) from None
         unknown = UNKNOWN_KEY.match(str(err))
         if unknown is None:
             raise ConfigError(one_line(err)) from None

@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir, initialize_config_module
 from omegaconf import DictConfig, OmegaConf
 
 from diffusion_lab.config.folders import job_folder_name, name_or, resumed_run_dir
+from diffusion_lab.config.schema import register_schemas
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -41,6 +42,8 @@ CONFIG_PATH = config_path()
 OmegaConf.register_new_resolver("dl_job_name", job_folder_name, replace=True)
 OmegaConf.register_new_resolver("dl_run_dir", resumed_run_dir, replace=True)
 OmegaConf.register_new_resolver("dl_name_or", name_or, replace=True)
+# The schemas that the primary configs name first in their defaults lists.
+register_schemas()
 
 
 def config_files() -> Traversable:

@@ -72,7 +72,11 @@ def hparams_table(run_config: dict[str, Any], key_params: Sequence[str]) -> dict
     params: dict[str, Any] = {}
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
-        choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")}
+        choices = {
+            k: v
+            for k, v in hydra_cfg.runtime.choices.items()
+            if not k.startswith("hydra") and k != "schema"
+        }
         params.update(overridden(run_config, choices))
         defaults = default_choices(hydra_cfg.job.config_name)
         params.update({f"group/{k}": v for k, v in choices.items() if v != defaults.get(k)})
