@@ -7,6 +7,7 @@ import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
+from diffusion_lab.config.schema import SCHEMAS, Switch, describe, field_hint
 from diffusion_lab.config.source import compose_config
 from diffusion_lab.config.train import validate_train_config
 from diffusion_lab.utils.errors import ConfigError
@@ -157,3 +158,42 @@ def test_gpu_trainer_without_a_gpu_is_one_line(overrides, monkeypatch):
     with pytest.raises(ConfigError) as info:
         validate_train_config(compose_train(*overrides))
     assert str(info.value) == "trainer.accelerator='gpu': no CUDA GPU is visible; use trainer=cpu"
+
+
+# --- the schemas of the primary configs -------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_every_primary_config_composes_typed_by_its_schema(name):
+    cfg = compose_config(name)
+    assert OmegaConf.get_type(cfg) is SCHEMAS[name]
+    # The schema types; the values are the YAML's.
+    assert "???" not in OmegaConf.to_yaml(cfg)
+
+
+@pytest.mark.parametrize(
+    ("hint", "words"),
+    [
+        (int, "an integer"),
+        (float | None, "null or a number"),
+        (list[int] | None, "null or a list of integers"),
+        (dict[str, float], "a mapping to numbers"),
+        (Switch, "true, false or auto"),
+    ],
+)
+def test_a_type_is_described_as_the_other_checks_describe_it(hint, words):
+    assert describe(hint) == words
+
+
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [
+        ("perf.compile", Switch),
+        ("study.classify.seeds[1]", int),
+        ("study.budget.weights.training", float),
+        ("budget_minutes", float | None),
+        ("model.ch", None),
+    ],
+)
+def test_the_type_of_a_nested_key_is_found_in_the_schema(key, hint):
+    assert field_hint(SCHEMAS["study"], key) == hint

@@ -11,6 +11,7 @@ constructors and `config/` check. Ranges and rules across keys are checked in `c
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
@@ -273,7 +274,7 @@ def describe(hint: Any) -> str:
         return "true, false or auto"
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     origin = typing.get_origin(hint)
-    if origin is Union:
+    if origin in (Union, types.UnionType):
         nullable = type(None) in typing.get_args(hint)
         words = " or ".join(describe(a) for a in args)
         return f"null or {words}" if nullable else words
