@@ -875,10 +875,16 @@ def command_line(row: Bad, inputs: Path, features: Path) -> list[str]:
     return [*flags, *shrink, *overrides]
 
 
-def params(rows: list[Bad]) -> list:
-    """The rows as test parameters; a row that asks for a missing GPU cannot fail on a GPU."""
+def marks(row: Bad) -> list:
+    """A row that asks for a missing GPU cannot fail on a GPU. The study's rows are slow: the
+    study composes and checks every stage's config (about 1 s a row against 0.4 s)."""
     gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
-    return [pytest.param(r, id=str(r), marks=[gpu] if NO_GPU in r.message else []) for r in rows]
+    return [gpu] * (NO_GPU in row.message) + [pytest.mark.slow] * (row.command == "study")
+
+
+def params(rows: list[Bad]) -> list:
+    """The rows as test parameters, with their marks."""
+    return [pytest.param(r, id=str(r), marks=marks(r)) for r in rows]
 
 
 @pytest.mark.parametrize("row", params(ROWS))

@@ -111,6 +111,8 @@ def test_classify_command_runs_on_the_digits(run_cli, tmp_path):
     assert "MLP" in (run_dir / ".hydra" / "config.yaml").read_text()
 
 
+# A sweep of 9 jobs (3 modes x 3 seeds), each composed and checked.
+@pytest.mark.slow
 def test_augmentation_experiment_without_a_set_fails_each_job_before_training(run_cli, tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli(

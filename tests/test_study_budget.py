@@ -83,6 +83,7 @@ def test_a_study_folder_refuses_another_config_and_names_the_keys(tmp_path):
     assert differing_keys({"a": {"b": 1}}, {"a": {"b": 2, "c": 3}}) == ["a.b", "a.c"]
 
 
+@pytest.mark.slow
 def test_training_sizes_itself_to_its_deadline_and_its_schedule_follows(compose_train, tmp_path):
     """A run launched far too long is cut to what fits before its deadline, and the warm-up
     cosine schedule is rebuilt for that length: the last step's rate is its end of decay."""
