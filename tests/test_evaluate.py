@@ -162,10 +162,10 @@ def test_multirun_over_w_and_steps_writes_one_result_per_job_and_a_report(
     text = (sweep / "report.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [row.split(" | ")[1:5] for row in rows] == [
-        ["`sampler.steps=2 w=0`", "ddim", "0", "2"],
-        ["`sampler.steps=2 w=3`", "ddim", "3", "2"],
-        ["`sampler.steps=5 w=0`", "ddim", "0", "5"],
-        ["`sampler.steps=5 w=3`", "ddim", "3", "5"],
+        ["`sampler.steps=2 w=0`", "ddim", "0.0", "2"],
+        ["`sampler.steps=2 w=3`", "ddim", "3.0", "2"],
+        ["`sampler.steps=5 w=0`", "ddim", "0.0", "5"],
+        ["`sampler.steps=5 w=3`", "ddim", "3.0", "5"],
     ]
     assert "Lowest FID at 30 generated images: job " in text
     png_pixels(sweep / "report_guidance.png")
