@@ -7,9 +7,10 @@ import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
-from diffusion_lab.config.schema import SCHEMAS, Switch, describe, field_hint
+from diffusion_lab.config.schema import SCHEMAS, Switch
 from diffusion_lab.config.source import compose_config
 from diffusion_lab.config.train import validate_train_config
+from diffusion_lab.config.type_errors import describe, field_hint
 from diffusion_lab.utils.errors import ConfigError
 
 

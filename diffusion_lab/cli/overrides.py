@@ -23,8 +23,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ValidationError
 
-from diffusion_lab.config.schema import type_error
 from diffusion_lab.config.source import config_source
+from diffusion_lab.config.type_errors import type_error
 from diffusion_lab.utils.errors import ConfigError
 from diffusion_lab.utils.files import check_folder_can_be_made
 
