@@ -55,16 +55,16 @@ def test_small_run_has_every_step_and_the_labelled_grid_in_one_event_file(
     events = read_events(Path(cfg.output_dir))
 
     assert steps_of(events, "train/loss") == list(range(6))
-    assert steps_of(events, "lr-AdamW") == list(range(6))
+    assert steps_of(events, "train/lr") == list(range(6))
     logged = [e.value for e in events.Scalars("train/loss")]
     assert logged[-1] == pytest.approx(metrics["train/loss"], rel=1e-6)
     # The grids sit at the step of the validation scalars of the same epoch.
-    assert steps_of(events, "samples/per_class") == steps_of(events, "val/loss") == [2, 5]
+    assert steps_of(events, "val/samples") == steps_of(events, "val/loss") == [2, 5]
     # TensorBoard holds the labelled figure (a row label per class), not the 8x8 pixel grid.
     grid = class_grid(torch.zeros(20, 1, 8, 8, dtype=torch.uint8), per_class=2)
     figure = class_grid_figure(grid, [str(k) for k in range(10)], "a\nb")
     width, height = (figure.get_size_inches() * figure.dpi).round().astype(int)
-    image = events.Images("samples/per_class")[-1]
+    image = events.Images("val/samples")[-1]
     assert (image.width, image.height) == (width, height)
     assert titles == [
         "epoch 1 (3 optimizer steps), ancestral sampler, 20 steps, w=1.8, EMA weights\nbeta_T=0.01",
@@ -89,7 +89,7 @@ def test_classifier_logs_every_step_and_its_curves_by_epoch_in_one_event_file(
     steps = metrics["global_step"]  # 2 epochs of 21 batches of 64 digits
     assert steps == 42
     assert steps_of(events, "train/loss") == list(range(steps))
-    assert steps_of(events, "lr-AdamW") == list(range(steps))
+    assert steps_of(events, "train/lr") == list(range(steps))
     for name in ("acc", "loss"):
         assert steps_of(events, f"val_by_epoch/{name}") == [1, 2]
         by_epoch = [e.value for e in events.Scalars(f"val_by_epoch/{name}")]

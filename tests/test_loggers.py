@@ -38,7 +38,7 @@ def test_csv_beside_tensorboard_gets_scalars_hparams_and_one_warning(compose_tra
     hparams = yaml.safe_load((run / "csv" / "hparams.yaml").read_text())
     assert hparams["beta_T"] == 0.028 and hparams["T"] == 20
     # TensorBoard still gets the figures: the schedule and the sample grids.
-    assert {"schedule", "samples/per_class"} <= set(tensorboard_tags(run)["images"])
+    assert {"train/schedule", "val/samples"} <= set(tensorboard_tags(run)["images"])
     assert [r.getMessage() for r in caplog.records].count(
         f"{SKIP_WARNING}: skipped there (the run folder has them)"
     ) == 1
@@ -81,8 +81,8 @@ def test_mlflow_file_store_gets_metrics_params_and_figures(compose_train, tmp_pa
     assert run.data.metrics["val/loss"] == pytest.approx(metrics["val/loss"])
     assert run.data.params["beta_T"] == "0.028"
     folders = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert folders == {"schedule", "samples"}
-    grids = client.list_artifacts(run.info.run_id, "samples/per_class")
+    assert folders == {"train", "val"}
+    grids = client.list_artifacts(run.info.run_id, "val/samples")
     assert [Path(a.path).name for a in grids] == ["step0000002.png", "step0000005.png"]
 
 

@@ -25,6 +25,7 @@ from diffusion_lab.scoring.reference import (
     load_reference_images,
     reference_features,
 )
+from diffusion_lab.tracking import tags
 from diffusion_lab.tracking.hparams import hparams_table, write_hparams
 from diffusion_lab.tracking.loggers import check_logger_packages, close_loggers, log_figure
 from diffusion_lab.utils.errors import ConfigError
@@ -159,7 +160,7 @@ def record(
     loggers = [instantiate(node) for node in cfg.logger.values()]
     if figure is not None:
         save_figure(figure, out / "memorisation.png")
-        log_figure(loggers, "quality/memorisation", figure, step=0)
+        log_figure(loggers, tags.MEMORISATION_FIGURE, figure, step=0)
     run_config = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:
         logger.log_metrics(metrics, step=0)

@@ -16,9 +16,9 @@ from diffusion_lab.config.data import infer_num_classes
 from diffusion_lab.config.train import validate_train_config
 from diffusion_lab.jobs import fitting
 from diffusion_lab.lit.callbacks import Throughput
-from diffusion_lab.lit.training_fid import FID_PREFIX, fid_tag
 from diffusion_lab.nets.speed import bf16_usable, resolve_switch, use_tf32
 from diffusion_lab.runs.checkpoints import check_resumable
+from diffusion_lab.tracking import tags
 from diffusion_lab.utils.errors import ConfigError
 
 # The study's key settings: in every run's HParams entry, whether set or not.
@@ -116,12 +116,12 @@ def validate_objective(cfg: DictConfig) -> None:
     """A FID objective that callbacks.fid will not log fails before training, not after it."""
     name = cfg.optimized_metric
     require(name is None or isinstance(name, str), "optimized_metric", name, "must be a key")
-    if name is None or not name.startswith(FID_PREFIX):
+    if name is None or not name.startswith(tags.TRAINING_FID_PREFIX):
         return
     fid = cfg.callbacks.get("fid") or {}
     on = bool(fid.get("every_n_epochs"))
     require(on, "optimized_metric", name, "callbacks.fid is off (callbacks.fid.every_n_epochs=0)")
     classes = cfg.data.get("num_classes")
     if isinstance(classes, int):
-        tag = fid_tag(fid.per_class * classes)
+        tag = tags.training_fid(fid.per_class * classes)
         require(name == tag, "optimized_metric", name, f"callbacks.fid logs {tag}")

@@ -24,6 +24,7 @@ from diffusion_lab.figures.save import save_figure
 from diffusion_lab.lit.ema import WarmupEMA
 from diffusion_lab.runs.data_spec import DataSpec
 from diffusion_lab.runs.trained_run import TrainedRun
+from diffusion_lab.tracking import tags
 from diffusion_lab.tracking.loggers import log_figure
 from diffusion_lab.tracking.loss_history import HISTORY_FILE, LossHistory, write_loss_history
 from diffusion_lab.tracking.tensorboard import scalar_step
@@ -129,7 +130,7 @@ class SampleGrid(pl.Callback):
         names = run.spec.class_names or [str(k) for k in range(run.spec.num_classes)]
         fig = class_grid_figure(grid, names, title)
         save_figure(fig, self.output_dir / f"samples_{tag}.png")
-        log_figure(trainer.loggers, "samples/per_class", fig, scalar_step(trainer))
+        log_figure(trainer.loggers, tags.SAMPLE_GRID, fig, scalar_step(trainer))
 
 
 class LossCurve(pl.Callback):
@@ -171,7 +172,7 @@ class LossCurve(pl.Callback):
         self.log_new_losses(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        val_loss = trainer.callback_metrics.get("val/loss")
+        val_loss = trainer.callback_metrics.get(tags.VAL_LOSS)
         if trainer.sanity_checking or val_loss is None:
             return
         self.val_steps.append(trainer.global_step)
@@ -188,7 +189,7 @@ class LossCurve(pl.Callback):
         new = range(self._logged, len(self.train_losses))
         for logger in trainer.loggers:
             for i in new:
-                logger.log_metrics({"train/loss": self.train_losses[i]}, self.train_steps[i] - 1)
+                logger.log_metrics({tags.TRAIN_LOSS: self.train_losses[i]}, self.train_steps[i] - 1)
         self._logged = len(self.train_losses)
 
     def on_save_checkpoint(
@@ -240,22 +241,16 @@ class EpochScalars(pl.Callback):
     real + generated data) line up on this axis, not on the optimizer step.
     """
 
-    def __init__(self, metrics: Sequence[str] = ("val/acc", "val/loss")) -> None:
+    def __init__(self, metrics: Sequence[str] = (tags.VAL_ACC, tags.VAL_LOSS)) -> None:
         self.metrics = list(metrics)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         found = [k for k in self.metrics if k in trainer.callback_metrics]
-        values = {by_epoch_tag(k): float(trainer.callback_metrics[k]) for k in found}
+        values = {tags.by_epoch(k): float(trainer.callback_metrics[k]) for k in found}
         for logger in trainer.loggers:
             logger.log_metrics(values, step=trainer.current_epoch + 1)
-
-
-def by_epoch_tag(tag: str) -> str:
-    """`val/acc` -> `val_by_epoch/acc`: its own section in TensorBoard."""
-    section, _, name = tag.partition("/")
-    return f"{section}_by_epoch/{name}"
 
 
 class Throughput(pl.Callback):
@@ -264,6 +259,8 @@ class Throughput(pl.Callback):
     The first epoch is left out because it pays for compilation and kernel autotuning; the
     rest includes everything an epoch does (validation, EMA, logging, periodic sample grids and
     checkpoints). The final sample grid, drawn once after the last epoch, is not included.
+    Not Lightning's ThroughputMonitor: it synchronises a GPU after every step, leaves validation
+    out and logs a rate over a window of recent steps; the study reports one rate per run.
     """
 
     def __init__(self) -> None:

@@ -16,6 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from diffusion_lab.data.tensors import to_signed_unit
 from diffusion_lab.lit.ddpm import LRScheduleFactory, OptimizerFactory
 from diffusion_lab.lit.lr_schedules import optimizers_with_step_schedule
+from diffusion_lab.tracking import tags
 
 
 class ClassifierModule(pl.LightningModule):
@@ -64,9 +65,9 @@ class ClassifierModule(pl.LightningModule):
         loss = F.cross_entropy(self(x), labels, label_smoothing=self.label_smoothing)
         # For callback_metrics only: a logged or displayed step value is read back to the host
         # (a GPU sync); LossCurve writes every step's loss to the loggers once an epoch.
-        self.log("train/loss", loss, on_step=True, on_epoch=False, logger=False)
+        self.log(tags.TRAIN_LOSS, loss, on_step=True, on_epoch=False, logger=False)
         self.log(
-            "train/loss_epoch", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True
+            tags.TRAIN_LOSS_EPOCH, loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True
         )
         return loss
 
@@ -75,15 +76,15 @@ class ClassifierModule(pl.LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits.float(), labels)
         self.val_acc.update(logits, labels)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(labels))
-        self.log("val/acc", self.val_acc, prog_bar=True, on_epoch=True)
+        self.log(tags.VAL_LOSS, loss, prog_bar=True, sync_dist=True, batch_size=len(labels))
+        self.log(tags.VAL_ACC, self.val_acc, prog_bar=True, on_epoch=True)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, labels = batch
         logits = self(x)
         for metric in (self.test_acc, self.test_per_class, self.test_confusion):
             metric.update(logits, labels)
-        self.log("test/acc", self.test_acc, on_epoch=True)
+        self.log(tags.TEST_ACC, self.test_acc, on_epoch=True)
 
     def on_test_epoch_end(self) -> None:
         """Keep the per-class accuracy and confusion matrix (synced over ranks) for the callers."""

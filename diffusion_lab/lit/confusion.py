@@ -13,6 +13,7 @@ from diffusion_lab.figures.fonts import label_text, wrap_overrides
 from diffusion_lab.figures.save import save_figure
 from diffusion_lab.lit.callbacks import job_overrides
 from diffusion_lab.lit.classifier import normalized_confusion
+from diffusion_lab.tracking import tags
 from diffusion_lab.tracking.loggers import log_figure
 
 
@@ -59,4 +60,4 @@ class ConfusionMatrixFigure(pl.Callback):
         names = trainer.datamodule.class_names
         fig = confusion_figure(confusion, names, title)
         save_figure(fig, self.path)
-        log_figure(trainer.loggers, "test/confusion_matrix", fig, trainer.global_step)
+        log_figure(trainer.loggers, tags.CONFUSION_FIGURE, fig, trainer.global_step)

@@ -21,6 +21,7 @@ from torchmetrics import MeanMetric
 from diffusion_lab.diffusion import NoiseSchedule, drop_labels, eps_mse
 from diffusion_lab.lit.lr_schedules import optimizers_with_step_schedule
 from diffusion_lab.nets.speed import compiled, should_compile
+from diffusion_lab.tracking import tags
 
 OptimizerFactory = Callable[..., Optimizer]
 LRScheduleFactory = Callable[[Optimizer, int], LRScheduler]
@@ -102,8 +103,8 @@ class DDPMModule(pl.LightningModule):
         loss = self.diffusion_loss(*batch)
         # For callback_metrics only: a logged or displayed step value is read back to the host
         # (a GPU sync); LossCurve writes every step's loss to the loggers once an epoch.
-        self.log("train/loss", loss, on_step=True, on_epoch=False, logger=False)
-        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True)
+        self.log(tags.TRAIN_LOSS, loss, on_step=True, on_epoch=False, logger=False)
+        self.log(tags.TRAIN_LOSS_EPOCH, loss, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -112,12 +113,14 @@ class DDPMModule(pl.LightningModule):
         t = self.stratified_steps(x0.shape[0], generator)
         eps = torch.randn(x0.shape, device=self.device, generator=generator)
         losses = eps_mse(self.net, self.schedule, x0, t, eps, labels)
-        self.log("val/loss", losses.mean(), prog_bar=True, sync_dist=True, batch_size=len(losses))
+        self.log(
+            tags.VAL_LOSS, losses.mean(), prog_bar=True, sync_dist=True, batch_size=len(losses)
+        )
         buckets = zip(self.bucket_edges[:-1], self.bucket_edges[1:], strict=True)
         for (lo, hi), metric in zip(buckets, self.val_bucket_loss, strict=True):
             in_bucket = (t >= lo) & (t < hi)
             metric.update(losses[in_bucket])
-            self.log(f"val/loss_t{lo:04d}-{hi - 1:04d}", metric, on_epoch=True)
+            self.log(tags.val_loss_bucket(lo, hi - 1), metric, on_epoch=True)
 
     def stratified_steps(self, batch_size: int, generator: torch.Generator) -> Tensor:
         """One step per equal slice of [0, T): an unbiased, lower-variance estimate of the loss."""

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 
 from diffusion_lab.figures.curves import schedule_figure
 from diffusion_lab.figures.save import save_figure
+from diffusion_lab.tracking import tags
 from diffusion_lab.tracking.loggers import log_figure
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,6 @@ class ScheduleDiagnostics(pl.Callback):
         save_figure(fig, self.path)
         if trainer.ckpt_path is not None:  # resumed: the run folder has them from its start
             return
-        log_figure(trainer.loggers, "schedule", fig, step=0)
+        log_figure(trainer.loggers, tags.SCHEDULE_FIGURE, fig, step=0)
         for logger in trainer.loggers:
-            logger.log_metrics({"schedule/alpha_bar_T": alpha_bar_T}, step=0)
+            logger.log_metrics({tags.ALPHA_BAR_T: alpha_bar_T}, step=0)

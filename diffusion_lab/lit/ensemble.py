@@ -33,6 +33,7 @@ from diffusion_lab.data.tensors import (
 from diffusion_lab.nets.ensemble import CROP_STREAM, FLIP_STREAM, MLPEnsemble, keyed_uniform
 from diffusion_lab.nets.ensemble_adam import AdamSettings, ensemble_adam_
 from diffusion_lab.nets.speed import compiled, should_compile
+from diffusion_lab.tracking import tags
 
 
 class EnsembleClassifierModule(pl.LightningModule):
@@ -195,7 +196,7 @@ class EnsembleClassifierModule(pl.LightningModule):
         self._segment_stop = stop
         last = torch.where(self.active, self.train_losses[:, stop - 1], float("nan"))
         # Read back by the progress bar only (once a segment, not once a step).
-        self.log("train/loss", last.nanmean(), prog_bar=True, logger=False)
+        self.log(tags.TRAIN_LOSS, last.nanmean(), prog_bar=True, logger=False)
 
     def shared_logits(self, images: Tensor) -> Tensor:
         """Every member's float32 logits (M, N, K) of one uint8 batch (N, C, H, W)."""
@@ -227,7 +228,7 @@ class EnsembleClassifierModule(pl.LightningModule):
             own_steps = slice(epoch * spe, (epoch + 1) * spe)
             self.train_epoch_loss[m, epoch] = self.train_losses[m, own_steps].mean()
             self.val_loss[m, epoch], self.val_acc[m, epoch] = loss[m], acc[m]
-        self.log("val/acc", acc[[m for m, _ in ended]].mean(), prog_bar=True, logger=False)
+        self.log(tags.VAL_ACC, acc[[m for m, _ in ended]].mean(), prog_bar=True, logger=False)
         for (m, epoch), values in zip(ended, self.epoch_values(ended), strict=True):
             name = self.schedule.members[m].name
             metrics = {f"{key}/{name}": value for key, value in values.items()}
@@ -239,7 +240,7 @@ class EnsembleClassifierModule(pl.LightningModule):
         (one read back to the host for all of them)."""
         m, e = (torch.tensor(v, device=self.device) for v in zip(*ended, strict=True))
         table = torch.stack([self.train_epoch_loss[m, e], self.val_loss[m, e], self.val_acc[m, e]])
-        keys = ("train_by_epoch/loss", "val_by_epoch/loss", "val_by_epoch/acc")
+        keys = [tags.by_epoch(tag) for tag in (tags.TRAIN_LOSS, tags.VAL_LOSS, tags.VAL_ACC)]
         return [dict(zip(keys, column, strict=True)) for column in table.T.tolist()]
 
     def on_test_epoch_start(self) -> None:
@@ -264,7 +265,9 @@ class EnsembleClassifierModule(pl.LightningModule):
         self.test_confusion = confusion
         for member, acc in zip(self.schedule.members, accuracy.tolist(), strict=True):
             for logger in self.loggers:
-                logger.log_metrics({f"test/acc/{member.name}": acc}, step=self.schedule.epochs)
+                logger.log_metrics(
+                    {f"{tags.TEST_ACC}/{member.name}": acc}, step=self.schedule.epochs
+                )
 
     def train_dataloader(self) -> DataLoader:
         """The segments of the schedule, one per training batch."""

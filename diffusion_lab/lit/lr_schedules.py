@@ -14,6 +14,8 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
+from diffusion_lab.tracking import tags
+
 
 def constant(optimizer: Optimizer, total_steps: int) -> LambdaLR:
     """The base learning rate throughout."""
@@ -84,4 +86,6 @@ def optimizers_with_step_schedule(
         return {"optimizer": optimizer}
     total_steps = int(module.trainer.estimated_stepping_batches)
     scheduler = lr_schedule_factory(optimizer, total_steps)
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    # The name is LearningRateMonitor's tag for it.
+    schedule = {"scheduler": scheduler, "interval": "step", "name": tags.LEARNING_RATE}
+    return {"optimizer": optimizer, "lr_scheduler": schedule}

@@ -20,15 +20,8 @@ from diffusion_lab.quality.features import (
 from diffusion_lab.quality.frechet import GaussianStats, frechet_distance, gaussian_stats
 from diffusion_lab.runs.data_spec import DataSpec
 from diffusion_lab.runs.trained_run import TrainedRun
+from diffusion_lab.tracking import tags
 from diffusion_lab.utils.errors import ConfigError
-
-# The tag of a FID during training: quality/fid_<number of samples>samples_biased.
-FID_PREFIX = "quality/fid_"
-
-
-def fid_tag(count: int) -> str:
-    """The logged name of a FID of `count` samples: the count is part of it (see TrainingFID)."""
-    return f"{FID_PREFIX}{count}samples_biased"
 
 
 class TrainingFID(pl.Callback):
@@ -96,7 +89,7 @@ class TrainingFID(pl.Callback):
             return
         if trainer.is_global_zero:
             fid, count = self.measure(trainer, pl_module)
-            pl_module.log(fid_tag(count), fid, rank_zero_only=True)
+            pl_module.log(tags.training_fid(count), fid, rank_zero_only=True)
 
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[float, int]:
         """(FID, number of samples) with the weights the module holds now."""

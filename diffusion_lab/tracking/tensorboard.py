@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 
 class RunTensorBoardLogger(TensorBoardLogger):
-    """Lightning's TensorBoardLogger, but the end of `fit` flushes its event file, not closes it.
+    """Lightning's TensorBoardLogger, without the `epoch` scalar, and the end of `fit` flushes
+    its event file, not closes it.
 
     A closed SummaryWriter opens a new event file at its next write, so `classify`'s test phase
     and every run's HParams entry, written after `fit`, each made one more file per run.
     The entry points call `close()` once the run has written everything.
     """
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Lightning's, without the `epoch` scalar Lightning adds to every logged step: it
+        would be the dashboard's first card (see tracking.tags), and the per-epoch curves have
+        tags of their own (`val_by_epoch/*`)."""
+        super().log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step)
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
