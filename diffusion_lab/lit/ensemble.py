@@ -265,9 +265,7 @@ class EnsembleClassifierModule(pl.LightningModule):
         self.test_confusion = confusion
         for member, acc in zip(self.schedule.members, accuracy.tolist(), strict=True):
             for logger in self.loggers:
-                logger.log_metrics(
-                    {f"{tags.TEST_ACC}/{member.name}": acc}, step=self.schedule.epochs
-                )
+                logger.log_metrics({f"{tags.TEST_ACC}/{member.name}": acc}, self.schedule.epochs)
 
     def train_dataloader(self) -> DataLoader:
         """The segments of the schedule, one per training batch."""
