@@ -124,3 +124,13 @@ def test_libraries_a_layer_does_without(package, forbidden):
     for path in files_of(package):
         for name in imported_modules(path):
             assert name.split(".")[0] not in forbidden, f"{package}/{path.name} imports {name}"
+
+
+def test_no_module_is_over_300_lines():
+    """A module a newcomer reads in one sitting: split one that grows past this."""
+    long = {
+        str(path.relative_to(PACKAGE)): n
+        for path in PACKAGE.rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > 300
+    }
+    assert long == {}
