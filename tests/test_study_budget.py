@@ -119,8 +119,7 @@ def test_training_sizes_itself_to_its_deadline_and_its_schedule_follows(compose_
 
     events = EventAccumulator(str(tmp_path / "run"))
     events.Reload()
-    tag = next(t for t in events.Tags()["scalars"] if t.startswith("lr"))
-    logged = events.Scalars(tag)
+    logged = events.Scalars("train/lr")
     assert logged[-1].step == steps - 1
     assert logged[-1].value == pytest.approx(expected_last, rel=1e-5, abs=1e-12)
 
