@@ -1,8 +1,8 @@
 """Every TensorBoard tag the runs write, in one place; `metrics.json` keys are the same strings.
 
 TensorBoard's Time Series lays its cards out by group (a tag up to its first `/`), groups and
-the tags in each in alphabetical order. A training run's groups are `train` and `val` (and
-`quality` where the training FID is on), and in each the loss sorts first: `train/loss`,
+the tags in each in alphabetical order. A training run's groups are `train` and `val` (and,
+first, `quality` where the training FID is on), and in each the loss sorts first: `train/loss`,
 `train/loss_epoch`, `train/lr`, `train/schedule`, `train/schedule_alpha_bar_T`; `val/loss`,
 `val/loss_t<lo>-<hi>`, `val/samples`. Lightning's own `epoch` scalar is not written
 (`tracking.tensorboard.RunTensorBoardLogger`): it would be the first card.
