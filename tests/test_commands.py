@@ -1,6 +1,6 @@
-"""The commands users type, run exactly as written (plus shrinking overrides): in-process, and
-DDP, which starts its processes from the command line, as a process of its own. Bad input is
-in tests/test_bad_inputs.py."""
+"""The commands users type, run exactly as written (plus shrinking overrides), in process. DDP,
+which starts its processes from the command line, runs as users type it in
+tests/test_resume_ddp.py; bad input is in tests/test_bad_inputs.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from diffusion_lab.config.folders import JOB_NAME_MAX
 from diffusion_lab.reporting import job_dirs
 from tests.conftest import TINY_TRAIN_OVERRIDES
-from tests.helpers import png_pixels, run_process
+from tests.helpers import png_pixels
 from tests.test_train import tensorboard_hparam_columns, tensorboard_tags
 
 
@@ -55,32 +55,6 @@ def test_train_on_real_cifar10_copy(run_cli, cifar10_root, tmp_path):
     assert metrics["global_step"] == 6 and metrics["val/loss"] > 0
     config = (run_dir / ".hydra" / "config.yaml").read_text()
     assert "CIFAR10DataModule" in config and "channels: 3" in config
-
-
-@pytest.mark.slow
-def test_ddp_on_two_cpu_processes_writes_once(tmp_path):
-    """`trainer=ddp` as users type it, on 2 CPU processes (gloo): one run folder, rank 0 writes.
-    Lightning starts the second process by running the command line again: a process of its own."""
-    run_dir = tmp_path / "ddp"
-    result = run_process(
-        "-m",
-        "diffusion_lab.train",
-        "experiment=quickstart",
-        *shrink_except(),
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-        "trainer.precision=32-true",
-        f"hydra.run.dir={run_dir}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    # limit_train_batches=3 counts batches per process; both processes step together.
-    assert metrics["epochs"] == 2 and metrics["global_step"] == 6
-    assert len(list(run_dir.glob("events.out.tfevents.*"))) >= 1
-    png_pixels(run_dir / "samples_final.png")
-    assert [p.name for p in tmp_path.iterdir()] == ["ddp"]
 
 
 @pytest.mark.slow

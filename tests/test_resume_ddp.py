@@ -8,6 +8,7 @@ moments (made by both ranks' gradients) from the same file.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -22,6 +23,7 @@ import torch
 from diffusion_lab.jobs.fitting import checkpoint_step
 from diffusion_lab.lit.checkpoint import RandomState
 from tests.conftest import REPO_ROOT
+from tests.helpers import png_pixels
 from tests.test_resume import RESUME_OVERRIDES, loss_history
 
 DDP_OVERRIDES = [
@@ -88,6 +90,14 @@ def test_two_processes_killed_mid_epoch_resume_exactly(tmp_path):
     reference_dir, run_dir = tmp_path / "reference", tmp_path / "run"
     reference = train_command(tmp_path, "reference", f"hydra.run.dir={reference_dir}")
     finished(reference, tmp_path, "reference")
+    # `trainer=ddp` as users type it (Lightning starts rank 1 by running the command line
+    # again): one run folder, written by rank 0 alone.
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["reference"]
+    metrics = json.loads((reference_dir / "metrics.json").read_text())
+    # limit_train_batches counts batches per process; both processes step together.
+    assert metrics["epochs"] == 1 and metrics["global_step"] == STEPS
+    assert len(list(reference_dir.glob("events.out.tfevents.*"))) == 1
+    png_pixels(reference_dir / "samples_final.png")
     # Paused after step 1 of epoch 0 (3 steps an epoch) with last.ckpt at step 1, then killed.
     marker = tmp_path / "paused"
     pause = [
