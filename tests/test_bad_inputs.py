@@ -526,6 +526,7 @@ EVALUATE = [
     bad("evaluate", "kid.subset_size=1", says="kid.subset_size=1: must be an integer >= 2"),
     bad("evaluate", "kid.subsets=0", says="kid.subsets=0: must be an integer >= 1"),
     bad("evaluate", "features.threads=0", says="features.threads=0: must be null or a positive"),
+    bad("evaluate", "features.batch_size=0", says="features.batch_size=0: must be null or > 0"),
     bad(
         "evaluate", "memorisation.threshold=0", says="memorisation.threshold=0.0: must be in (0, 1]"
     ),

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from diffusion_lab.quality.features import (
     TF_INPUT_MAX,
@@ -17,6 +18,7 @@ from diffusion_lab.quality.features import (
     resize_like_tf,
     to_network_range,
 )
+from diffusion_lab.scoring.features import feature_batch_size
 from diffusion_lab.scoring.reference_cache import CacheKey, cached_features, sha256_tensors
 from tests.feature_standin import StandInFeatures, save_stand_in
 
@@ -116,3 +118,12 @@ def test_cache_is_reused_and_refused_when_data_or_weights_change(tmp_path):
 
 def test_stand_in_is_scriptable():
     assert StandInFeatures()(torch.zeros(2, 3, 8, 8)).shape == (2, 16)
+
+
+@pytest.mark.parametrize(
+    ("configured", "device", "expected"),
+    [(None, "cpu", 8), (None, "cuda", 500), (32, "cuda", 32), (32, "cpu", 32)],
+)
+def test_a_null_feature_batch_is_the_devices_default(configured, device, expected):
+    features = OmegaConf.create({"batch_size": configured})
+    assert feature_batch_size(features, torch.device(device)) == expected

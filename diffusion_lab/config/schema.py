@@ -189,7 +189,7 @@ class EvaluateFeatures:
     weights: Optional[str] = MISSING
     input_size: int = MISSING
     dim: int = MISSING
-    batch_size: int = MISSING
+    batch_size: Optional[int] = MISSING
     threads: Optional[int] = MISSING
     channels_last: bool = MISSING
     bf16: bool = MISSING

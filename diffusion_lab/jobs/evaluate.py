@@ -12,7 +12,13 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from diffusion_lab.config.checks import is_int, is_number, require, require_gpu_if_asked
+from diffusion_lab.config.checks import (
+    is_int,
+    is_number,
+    require,
+    require_gpu_if_asked,
+    require_optional_count,
+)
 from diffusion_lab.config.data import infer_num_classes
 from diffusion_lab.figures.grids import nearest_pairs_figure
 from diffusion_lab.figures.save import save_figure
@@ -51,9 +57,10 @@ def validate_evaluate_config(cfg: DictConfig) -> None:
         cfg.ckpt,
         "pass exactly one of ckpt=PATH (sample from it) and set=PATH (a set written by generate)",
     )
-    for key in ("batch_size", "features.batch_size", "features.input_size", "features.dim"):
+    for key in ("batch_size", "features.input_size", "features.dim"):
         value = OmegaConf.select(cfg, key)
         require(is_int(value) and value > 0, key, value, "must be a positive integer")
+    require_optional_count(cfg, "features.batch_size")
     for key in ("kid.subsets", "precision_recall.k", "memorisation.pairs"):
         value = OmegaConf.select(cfg, key)
         require(is_int(value) and value >= 1, key, value, "must be an integer >= 1")

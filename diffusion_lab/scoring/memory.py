@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from diffusion_lab.quality.neighbours import CHUNK_ELEMENTS
+from diffusion_lab.scoring.features import feature_batch_size, resolve_device
 from diffusion_lab.utils.errors import DataError
 from diffusion_lab.utils.files import human_bytes
 
@@ -112,7 +113,7 @@ def check_evaluate_memory(cfg: DictConfig, per_class: int, num_reference: int) -
         channels=cfg.data.channels,
         img_size=cfg.img_size,
         feature_dim=cfg.features.dim,
-        feature_batch=cfg.features.batch_size,
+        feature_batch=feature_batch_size(cfg.features, resolve_device(cfg.device)),
         feature_input=cfg.features.input_size,
         kid_subset=cfg.kid.subset_size,
     )

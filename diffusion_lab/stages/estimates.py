@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from diffusion_lab.data.members import Member, MemberSchedule, mode_range
 from diffusion_lab.jobs.ensemble import build_module, load_data, requested_members
 from diffusion_lab.runs.trained_run import TrainedRun
-from diffusion_lab.scoring.features import load_features, resolve_device
+from diffusion_lab.scoring.features import feature_batch_size, load_features, resolve_device
 
 TIMED_PASSES = 2
 
@@ -49,7 +49,7 @@ def feature_images_per_s(evaluate_cfg: DictConfig) -> float:
     """Images per second through the configured feature network (resize included)."""
     device = resolve_device(evaluate_cfg.device)
     network = load_features(evaluate_cfg, device)
-    batch = evaluate_cfg.features.batch_size
+    batch = feature_batch_size(evaluate_cfg.features, device)
     shape = (batch, evaluate_cfg.data.channels, evaluate_cfg.img_size, evaluate_cfg.img_size)
     images = torch.randint(0, 256, shape, dtype=torch.uint8)
     return batch / _seconds_per_call(lambda: network.extractor(images), device)
