@@ -43,8 +43,9 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-# Images per forward pass when features.batch_size is null: the fastest per image measured on
-# the 2-core CPU, and a batch that fills a GPU without approaching its memory.
+# Images per forward pass when features.batch_size is null: on a CPU the fastest per image
+# measured on the 2-core machine (experiments/quality/README.md); on a GPU the batch its
+# documented commands pass (not yet timed on one).
 DEFAULT_BATCH = {"cpu": 8, "cuda": 500}
 
 
