@@ -35,31 +35,37 @@ class TrainPerf:
 
 
 @dataclass
-class TrainSchema:
-    T: int = MISSING
-    beta_1: float = MISSING
-    beta_T: float = MISSING
+class FitSchema:
+    """The keys `train` and `classify` share: a Lightning fit of a network on a data group."""
+
     img_size: int = MISSING
     batch_size: int = MISSING
     lr: float = MISSING
     epochs: int = MISSING
-    p_uncond: float = MISSING
-    w: float = MISSING
     seed: int = MISSING
-    ckpt_path: Optional[str] = MISSING
-    optimized_metric: str = MISSING
     output_dir: str = MISSING
-    perf: TrainPerf = field(default_factory=TrainPerf)
     data: Any = MISSING
     model: Any = MISSING
-    schedule: Any = MISSING
     optimizer: Any = MISSING
     lr_schedule: Any = MISSING
-    sampler: Any = MISSING
     trainer: Any = MISSING
     logger: Any = MISSING
     callbacks: Any = MISSING
     module: Any = MISSING
+
+
+@dataclass
+class TrainSchema(FitSchema):
+    T: int = MISSING
+    beta_1: float = MISSING
+    beta_T: float = MISSING
+    p_uncond: float = MISSING
+    w: float = MISSING
+    ckpt_path: Optional[str] = MISSING
+    optimized_metric: str = MISSING
+    perf: TrainPerf = field(default_factory=TrainPerf)
+    schedule: Any = MISSING
+    sampler: Any = MISSING
 
 
 @dataclass
@@ -151,31 +157,17 @@ class ClassifyPerf:
 
 
 @dataclass
-class ClassifySchema:
+class ClassifySchema(FitSchema):
     mode: str = MISSING
     synthetic: Optional[str] = MISSING
     generated_per_class: Optional[int] = MISSING
     real_per_class: Optional[int] = MISSING
-    img_size: int = MISSING
-    batch_size: int = MISSING
-    lr: float = MISSING
-    epochs: int = MISSING
     label_smoothing: float = MISSING
     crop_padding: int = MISSING
-    seed: int = MISSING
     modes: Optional[list[str]] = MISSING
     seeds: Optional[list[int]] = MISSING
-    output_dir: str = MISSING
     perf: ClassifyPerf = field(default_factory=ClassifyPerf)
-    data: Any = MISSING
-    model: Any = MISSING
-    optimizer: Any = MISSING
-    lr_schedule: Any = MISSING
-    trainer: Any = MISSING
-    logger: Any = MISSING
-    callbacks: Any = MISSING
     datamodule: Any = MISSING
-    module: Any = MISSING
 
 
 @dataclass
