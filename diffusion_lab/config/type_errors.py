@@ -33,10 +33,15 @@ def describe(hint: Any) -> str:
         words = " or ".join(describe(a) for a in args)
         return f"null or {words}" if nullable else words
     if origin is list:
-        return f"a list of {describe(args[0]).removeprefix('an ').removeprefix('a ')}s"
+        return f"a list of {plural(args[0])}"
     if origin is dict:
-        return f"a mapping to {describe(args[1]).removeprefix('an ').removeprefix('a ')}s"
+        return f"a mapping to {plural(args[1])}"
     return TYPE_WORDS.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def plural(hint: Any) -> str:
+    """`int` -> "integers"."""
+    return describe(hint).removeprefix("an ").removeprefix("a ") + "s"
 
 
 def without_null(hint: Any) -> Any:

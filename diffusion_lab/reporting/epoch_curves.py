@@ -25,8 +25,8 @@ def validation_by_epoch(job: Path) -> dict[str, Curve]:
     events.Reload()
     logged = set(events.Tags()["scalars"])
     curves: dict[str, Curve] = {}
-    for name, tag in (("acc", tags.VAL_ACC), ("loss", tags.VAL_LOSS)):
-        points = events.Scalars(tags.by_epoch(tag)) if tags.by_epoch(tag) in logged else []
+    for name, tag in (("acc", tags.by_epoch(tags.VAL_ACC)), ("loss", tags.by_epoch(tags.VAL_LOSS))):
+        points = events.Scalars(tag) if tag in logged else []
         curves[name] = {p.step: p.value for p in points}
     return curves
 
