@@ -18,10 +18,10 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from diffusion_lab.cli.entry_points import hydra_main
-from diffusion_lab.jobs.classify import classify
+from diffusion_lab.jobs.classify import classify, validate_classify_run
 
 
-@hydra_main("classify")
+@hydra_main("classify", check=validate_classify_run)
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the test accuracy for sweepers that optimise it."""
     return classify(cfg).get("test/acc")  # None for the batched stage: one per member

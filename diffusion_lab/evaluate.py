@@ -15,10 +15,10 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from diffusion_lab.cli.entry_points import hydra_main
-from diffusion_lab.jobs.evaluate import evaluate
+from diffusion_lab.jobs.evaluate import evaluate, validate_evaluate_run
 
 
-@hydra_main("evaluate")
+@hydra_main("evaluate", check=validate_evaluate_run)
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     evaluate(cfg)

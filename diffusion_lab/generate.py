@@ -18,10 +18,10 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from diffusion_lab.cli.entry_points import hydra_main
-from diffusion_lab.jobs.generate import generate
+from diffusion_lab.jobs.generate import generate, validate_generate_config
 
 
-@hydra_main("generate")
+@hydra_main("generate", check=validate_generate_config)
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     generate(cfg)

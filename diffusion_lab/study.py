@@ -16,6 +16,7 @@ STARTED = time.time()
 from omegaconf import DictConfig  # noqa: E402
 
 from diffusion_lab.cli.entry_points import hydra_main, print_summary  # noqa: E402
+from diffusion_lab.stages.checks import validate_study_config  # noqa: E402
 from diffusion_lab.stages.pipeline import run_study  # noqa: E402
 
 # What the imports cost; each run's budget counts it once, also a run after the first in one
@@ -23,7 +24,7 @@ from diffusion_lab.stages.pipeline import run_study  # noqa: E402
 IMPORT_S = time.time() - STARTED
 
 
-@hydra_main("study")
+@hydra_main("study", check=validate_study_config)
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     started = time.time() - IMPORT_S

@@ -9,10 +9,10 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from diffusion_lab.cli.entry_points import hydra_main
-from diffusion_lab.jobs.train import objective, train, validate_objective
+from diffusion_lab.jobs.train import objective, train, validate_objective, validate_train_run
 
 
-@hydra_main("train")
+@hydra_main("train", check=validate_train_run)
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns `optimized_metric` (default val/loss) for sweepers."""
     validate_objective(cfg)

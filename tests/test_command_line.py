@@ -8,9 +8,10 @@ import pytest
 
 from diffusion_lab.cli.overrides import check_command_line
 from diffusion_lab.config.source import config_source
+from diffusion_lab.jobs.train import validate_train_run
 from diffusion_lab.scoring import memory
 from diffusion_lab.scoring.memory import EvaluationSize, check_memory
-from diffusion_lab.utils.errors import DataError
+from diffusion_lab.utils.errors import ConfigError, DataError
 
 
 def test_cfg_and_help_still_go_to_hydra(run_cli, tmp_path):
@@ -36,6 +37,25 @@ def test_a_good_sweep_passes_the_check(overrides, tmp_path, monkeypatch):
     with config_source():
         check_command_line("train", overrides, multirun=True)
     assert list(tmp_path.iterdir()) == []  # the write test leaves nothing
+
+
+def test_a_single_run_meets_its_commands_check_before_hydra_and_a_sweep_does_not(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    seen = []
+
+    def check(cfg):
+        seen.append((cfg.lr, "hydra" in cfg, cfg.output_dir))
+        validate_train_run(cfg)
+
+    with config_source(), pytest.raises(ConfigError, match=r"^lr=-1.0: must be a number > 0$"):
+        check_command_line("train", ["lr=-1", "hydra.run.dir=run"], multirun=False, check=check)
+    # The task's view: no hydra node, and output_dir is the folder Hydra would make for it.
+    assert seen == [(-1.0, False, str(tmp_path / "run"))]
+    with config_source():  # each job of a sweep checks its own values (and records a refusal)
+        check_command_line("train", ["lr=-1,0.1"], multirun=True, check=check)
+    assert len(seen) == 1 and list(tmp_path.iterdir()) == []
 
 
 def size(**changes: int) -> EvaluationSize:

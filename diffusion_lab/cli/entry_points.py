@@ -21,13 +21,19 @@ from diffusion_lab.utils.errors import UserFacingError
 R = TypeVar("R")
 
 
-def hydra_main(config_name: str) -> Callable[[Callable[[DictConfig], R]], Callable[[], None]]:
+def hydra_main(
+    config_name: str, check: Callable[[DictConfig], None] | None = None
+) -> Callable[[Callable[[DictConfig], R]], Callable[[], None]]:
     """The entry point of a Hydra command: `@hydra.main` on the config `config_name` around the
     task, which reports user errors (`report_user_errors`).
 
     What Hydra itself would refuse after parsing the command line (an unknown key or config
     group option, bad override syntax, a run folder that cannot be made) is checked first, by
     composing the config as Hydra will, and reported the same way: one line, exit status 2.
+    A single run's config also goes through `check`, the checks the task starts with that need
+    no checkpoint, data or run folder: a bad value is refused before Hydra composes the config
+    twice more and makes the run folder. (The task checks again: a sweep's jobs and the study
+    reach it without this.)
     --help, --cfg, --info and the rest of Hydra's flags go to Hydra unchecked, and so does a
     command with another config folder (--config-dir, --config-path), which this check would
     not see.
@@ -47,7 +53,7 @@ def hydra_main(config_name: str) -> Callable[[Callable[[DictConfig], R]], Callab
             if not shows and not other:
                 with config_source():
                     report_user_errors(check_command_line)(
-                        args.config_name or config_name, args.overrides, args.multirun
+                        args.config_name or config_name, args.overrides, args.multirun, check
                     )
             app()
 

@@ -1,6 +1,7 @@
 """A Hydra command line checked before Hydra runs it: Hydra's own refusals (an unknown key, a
 config group option that does not exist, bad override syntax) and a run folder that cannot be
-made become one UserFacingError with a hint, instead of Hydra's three lines or a traceback.
+made become one UserFacingError with a hint, instead of Hydra's three lines or a traceback; so
+does a bad value that a command's own check refuses, before Hydra composes the config again.
 
 Every function here but `compose_user_config` runs inside an initialised Hydra
 (`config.source.config_source()`), composing the config as the entry point will.
@@ -9,8 +10,9 @@ Every function here but `compose_user_config` runs inside an initialised Hydra
 from __future__ import annotations
 
 import difflib
+import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,7 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import ValidationError
 
 from diffusion_lab.config.source import config_source
@@ -149,17 +151,28 @@ def first_job(parsed: list[Override]) -> list[str]:
     return lines
 
 
-def check_command_line(config_name: str, overrides: Sequence[str], multirun: bool) -> None:
+def check_command_line(
+    config_name: str,
+    overrides: Sequence[str],
+    multirun: bool,
+    check: Callable[[DictConfig], None] | None = None,
+) -> None:
     """What Hydra would refuse about a run or sweep, and its output folder, as one ConfigError
-    (or OSError) before Hydra starts.
+    (or OSError) before Hydra starts; for a single run, also what the command's own `check`
+    refuses of the config its task would receive.
 
     A sweep is checked as its first job, with every config group option it names; a key that
-    exists only under another swept option is still found by Hydra, in that job.
+    exists only under another swept option is still found by Hydra, in that job. Its values are
+    checked by each job, which records a refusal and lets the sweep go on.
     """
     if not multirun:
         cfg = compose(config_name, overrides, RunMode.RUN)
         with hydra_config_of(cfg):
-            check_folder_can_be_made("hydra.run.dir", cfg.hydra.run.dir)
+            run_dir = cfg.hydra.run.dir
+            check_folder_can_be_made("hydra.run.dir", run_dir)
+        if check is not None:
+            with hydra_config_of(job_config(cfg, run_dir)):
+                check(task_config(cfg))
         return
     cfg = compose(config_name, overrides, RunMode.MULTIRUN)
     parsed = parse(overrides)
@@ -167,6 +180,21 @@ def check_command_line(config_name: str, overrides: Sequence[str], multirun: boo
     compose(config_name, first_job(parsed), RunMode.RUN)
     with hydra_config_of(cfg):
         check_folder_can_be_made("hydra.sweep.dir", cfg.hydra.sweep.dir)
+
+
+def job_config(cfg: DictConfig, run_dir: str) -> DictConfig:
+    """`cfg` with the output folder Hydra gives its job (`hydra.runtime.output_dir`), which
+    keys such as `output_dir` interpolate."""
+    with read_write(cfg.hydra.runtime):
+        cfg.hydra.runtime.output_dir = os.path.abspath(run_dir)
+    return cfg
+
+
+def task_config(cfg: DictConfig) -> DictConfig:
+    """`cfg` as Hydra hands it to the task: without its `hydra` node (which HydraConfig holds)."""
+    with read_write(cfg), open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
 
 
 @contextmanager

@@ -71,10 +71,15 @@ def final_metrics(
     return metrics
 
 
-def classify(cfg: DictConfig) -> dict[str, Any]:
-    """Validate, fit, test once, then write metrics.json and the HParams entry."""
+def validate_classify_run(cfg: DictConfig) -> None:
+    """What `classify` checks before any work: the classes of the data, then the config."""
     infer_num_classes(cfg.data)
     validate_classify_config(cfg, swept_modes())
+
+
+def classify(cfg: DictConfig) -> dict[str, Any]:
+    """Validate, fit, test once, then write metrics.json and the HParams entry."""
+    validate_classify_run(cfg)
     resolve_mode(cfg)
     if ensemble_requested(cfg):
         return classify_ensemble(cfg)

@@ -176,11 +176,16 @@ def record(
     close_loggers(loggers)
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Validate, build features of the reference and the generated images, measure, record."""
+def validate_evaluate_run(cfg: DictConfig) -> None:
+    """What `evaluate` checks before any work: the classes of the data, the config, loggers."""
     infer_num_classes(cfg.data)
     validate_evaluate_config(cfg)
     check_logger_packages(cfg.logger)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Validate, build features of the reference and the generated images, measure, record."""
+    validate_evaluate_run(cfg)
     device = resolve_device(cfg.device)
     make_generated, protocol = generated_images(cfg, device)
     network = load_features(cfg, device)

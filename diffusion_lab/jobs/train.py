@@ -73,6 +73,13 @@ def usable_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def validate_train_run(cfg: DictConfig) -> None:
+    """What `python -m diffusion_lab.train` checks before any work: objective, then config."""
+    validate_objective(cfg)
+    infer_num_classes(cfg.data)
+    validate_train_config(cfg)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Validate, build from the config, fit, then write metrics.json and the HParams entry."""
     infer_num_classes(cfg.data)
