@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import zipfile
 from pathlib import Path
@@ -15,14 +16,30 @@ from tests.helpers import REPO_ROOT, run_process
 # What the build reads; copied so that setuptools' build/ and egg-info stay out of the repository.
 BUILD_INPUTS = ("pyproject.toml", "README.md", "conf", "diffusion_lab", "hydra_plugins")
 
-# `python -m MODULE ARGS`, after printing where diffusion_lab.conf was imported from: the test
-# must see that the wheel's copy, not the repository's editable install, was used.
-RUN_MODULE = """
-import runpy, sys
+# One process runs the installed commands one after another (each process would import torch
+# and Lightning anew): it prints where diffusion_lab.conf was imported from (the test must see
+# that the wheel's copy, not the repository's editable install, was used), then runs
+# `python -m MODULE ARGS` for each JSON [env, module, *args] in argv, its output in <i>.txt.
+RUN_MODULES = """
+import json, logging, os, runpy, sys
+from hydra.core.global_hydra import GlobalHydra
 import diffusion_lab.conf
-print(diffusion_lab.conf.__file__)
-sys.argv.pop(0)
-runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+print(diffusion_lab.conf.__file__, flush=True)
+for i, (env, *argv) in enumerate(json.loads(sys.argv[1])):
+    os.environ.update(env)
+    with open(f"{i}.txt", "w") as out:
+        os.dup2(out.fileno(), 1)
+    sys.argv = argv
+    try:
+        runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
+    except SystemExit as exit_:
+        assert not exit_.code, (argv, exit_.code)
+    sys.stdout.flush()
+    for key in env:
+        del os.environ[key]
+    GlobalHydra.instance().clear()
+    logging.root.handlers.clear()  # --info leaves Hydra's debug logging on
+    logging.root.setLevel(logging.WARNING)
 """
 
 # Hydra's record of where the primary config came from: the package, not a folder.
@@ -53,16 +70,15 @@ def pip(*args: str | Path) -> None:
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
 
 
-def run_installed(site: Path, cwd: Path, module: str, *args: str) -> str:
-    """Run `module` of the wheel installed in `site` (alone on the path: not this tree), from
-    `cwd`; its stdout."""
+def run_installed(site: Path, cwd: Path, runs: list[list]) -> list[str]:
+    """Run each [env, module, *args] of `runs` with the wheel installed in `site` (alone on the
+    path: not this tree), from `cwd`, in one process; each one's stdout."""
     result = run_process(
-        "-c", RUN_MODULE, module, *args, cwd=cwd, env={"PYTHONPATH": str(site)}, timeout=300
+        "-c", RUN_MODULES, json.dumps(runs), cwd=cwd, env={"PYTHONPATH": str(site)}, timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    conf_file, _, stdout = result.stdout.partition("\n")
-    assert Path(conf_file) == site / "diffusion_lab" / "conf" / "__init__.py", conf_file
-    return stdout
+    assert Path(result.stdout.strip()) == site / "diffusion_lab" / "conf" / "__init__.py"
+    return [(cwd / f"{i}.txt").read_text() for i in range(len(runs))]
 
 
 def wheel_name(source: Path) -> str:
@@ -106,27 +122,42 @@ def test_wheel_holds_every_module_and_config(wheel):
     assert "hydra_plugins/__init__.py" not in names
 
 
+# Tab completion lists a group's options: the group folders are readable in the wheel.
+COMPLETION = [
+    {"COMP_LINE": "python train.py experiment=qu"},
+    "diffusion_lab.train",
+    "-sc",
+    "query=bash",
+]
+PLUGINS = [{}, "diffusion_lab.train", "--info", "plugins"]
+
+
+@pytest.fixture(scope="module")
+def printed(site: Path, tmp_path_factory) -> dict[str, str]:
+    """What the installed commands print: each ENTRY_POINTS config, the plugins, a completion."""
+    runs = [[{}, module, "--cfg", "all", *overrides] for module, overrides, _ in ENTRY_POINTS]
+    outputs = run_installed(site, tmp_path_factory.mktemp("run"), [*runs, PLUGINS, COMPLETION])
+    names = [module for module, _, _ in ENTRY_POINTS] + ["plugins", "completion"]
+    return dict(zip(names, outputs, strict=True))
+
+
 @pytest.mark.slow
-def test_installed_wheel_brings_the_search_sweeper(site, tmp_path):
-    plugins = run_installed(site, tmp_path, "diffusion_lab.train", "--info", "plugins")
+def test_installed_wheel_brings_the_search_sweeper(printed):
     # Hydra lists the plugins it found by class name, sweepers under `Sweeper:`.
-    lines = plugins.split("\tSweeper:\n", 1)[1].splitlines()[1:]  # below its ------ line
+    lines = printed["plugins"].split("\tSweeper:\n", 1)[1].splitlines()[1:]  # below its ------
     sweepers = [line.strip() for line in itertools.takewhile(lambda v: v[:2] == "\t\t", lines)]
     assert "ResumableOptunaSweeper" in sweepers
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("module", "overrides", "expected"), ENTRY_POINTS)
-def test_installed_entry_point_composes_its_config(site, tmp_path, module, overrides, expected):
-    cfg = OmegaConf.create(run_installed(site, tmp_path, module, "--cfg", "all", *overrides))
+def test_installed_entry_point_composes_its_config(printed, module, overrides, expected):
+    cfg = OmegaConf.create(printed[module])
     assert {key: OmegaConf.select(cfg, key) for key in expected} == expected
     main = [s for s in cfg.hydra.runtime.config_sources if s.provider == "main"]
     assert OmegaConf.to_container(main[0]) == MAIN_SOURCE
 
 
 @pytest.mark.slow
-def test_installed_train_completes_group_options(site, tmp_path, monkeypatch):
-    # Tab completion lists a group's options: the group folders are readable in the wheel.
-    monkeypatch.setenv("COMP_LINE", "python train.py experiment=qu")
-    choices = run_installed(site, tmp_path, "diffusion_lab.train", "-sc", "query=bash")
-    assert choices.split() == ["experiment=quickstart"]
+def test_installed_train_completes_group_options(printed):
+    assert printed["completion"].split() == ["experiment=quickstart"]
