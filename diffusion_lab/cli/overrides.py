@@ -170,7 +170,8 @@ def check_command_line(
         with hydra_config_of(cfg):
             run_dir = cfg.hydra.run.dir
             check_folder_can_be_made("hydra.run.dir", run_dir)
-        if check is not None:
+        # An experiment may make itself a sweep (`hydra.mode: MULTIRUN`) without --multirun.
+        if check is not None and cfg.hydra.mode != RunMode.MULTIRUN:
             with hydra_config_of(job_config(cfg, run_dir)):
                 check(task_config(cfg))
         return
