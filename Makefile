@@ -20,9 +20,11 @@ run: install
 	$(PY) -m diffusion_lab.train experiment=quickstart
 
 # Two pytest workers of one torch thread each fill the two cores of the reference machine without
-# the spin-waiting that two multi-threaded torch processes cause each other.
+# the spin-waiting that two multi-threaded torch processes cause each other. Each worker is sent
+# one test at a time (--maxschedchunk 1), the end-to-end runs first (tests/conftest.py).
 TEST_WORKERS ?= 2
-TEST := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --durations=15
+TEST := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) --maxschedchunk 1 \
+	--durations=15
 
 test: install
 	$(TEST)

@@ -18,6 +18,13 @@ TINY_TRAIN_PER_BATCH = 4
 TINY_TEST_SIZE = 3
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The end-to-end runs first (in file order), then the unit tests: with `make test`'s
+    one-at-a-time scheduling the two workers share the long runs and end together on short
+    tests, instead of one worker starting a long run as the other runs out of tests."""
+    items.sort(key=lambda item: not any(item.iter_markers("slow")))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def checksum_cache(tmp_path_factory) -> Path:
     """Tests (and the commands they start) keep their checksum cache out of the user's."""
