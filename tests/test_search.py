@@ -16,6 +16,7 @@ from diffusion_lab.jobs.train import objective
 from diffusion_lab.utils.errors import ConfigError
 from hydra_plugins.diffusion_lab_search import import_optuna
 from tests.conftest import REPO_ROOT, TINY_TRAIN_OVERRIDES
+from tests.helpers import png_pixels
 
 optuna = pytest.importorskip("optuna", reason="the search extra is not installed")
 
@@ -58,21 +59,10 @@ def test_without_the_search_extra_a_search_stops_in_one_line(module, package, mo
 
 
 @pytest.mark.slow
-def test_an_objective_never_logged_fails_in_one_line_after_the_run(tmp_path):
+def test_an_objective_never_logged_fails_in_one_line_after_the_run(tmp_path, run_cli):
     run_dir = tmp_path / "run"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "diffusion_lab.train",
-            *TINY_TRAIN_OVERRIDES,
-            "optimized_metric=val/bogus",
-            f"hydra.run.dir={run_dir}",
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = run_cli(
+        "train", *TINY_TRAIN_OVERRIDES, "optimized_metric=val/bogus", f"hydra.run.dir={run_dir}"
     )
     assert result.returncode == 2, result.stderr[-3000:]
     line = result.stderr.strip().splitlines()[-1]
@@ -108,7 +98,7 @@ def trials(sweep_dir: Path) -> list:
 
 
 @pytest.mark.slow
-def test_a_killed_search_resumes_without_redoing_finished_trials(tmp_path):
+def test_a_killed_search_resumes_without_redoing_finished_trials(tmp_path, run_cli):
     sweep_dir = tmp_path / "search"
     kill_when_trial_starts(start_search(sweep_dir), sweep_dir, 1)
     # Killed as it started, before Hydra recorded its config (a later kill leaves it; the
@@ -141,16 +131,10 @@ def test_a_killed_search_resumes_without_redoing_finished_trials(tmp_path):
             metrics = json.loads((job / "metrics.json").read_text())
             assert metrics["val/loss"] == pytest.approx(trial.value)
 
-    report = subprocess.run(
-        [sys.executable, "-m", "diffusion_lab.report", str(sweep_dir), "--per-class", "1"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    report = run_cli("report", str(sweep_dir), "--per-class", "1")
     assert report.returncode == 0, report.stderr[-3000:]
     for name in ("search_history.png", "search_slices.png", "search_best_vs_defaults.png"):
-        assert (sweep_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        png_pixels(sweep_dir / name)
     text = (sweep_dir / "report.md").read_text()
     completed = [t for t in after if t.state.name == "COMPLETE"]
     best = min(completed, key=lambda t: t.value)
