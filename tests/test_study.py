@@ -125,29 +125,33 @@ def test_a_failing_stage_stops_in_one_line_and_the_rerun_continues_there(tmp_pat
 
 @pytest.mark.slow
 def test_a_study_stopped_during_training_resumes_from_last_ckpt(tmp_path, study):
-    folder = tmp_path / "study"
+    folder, marker = tmp_path / "study", tmp_path / "paused"
     overrides = [
         *TINY_STUDY,
         "study.stages=[train,generate]",
-        "epochs=20",
         "callbacks.checkpoint.last_every_n_steps=2",
+        # Waits as step 3 starts (last.ckpt holds step 2) until the test has sent its signal.
+        "+callbacks.pause._target_=tests.test_resume.PauseAtStep",
+        "+callbacks.pause.step=2",
+        f"+callbacks.pause.marker={marker}",
     ]
     command = [sys.executable, "-m", "diffusion_lab.study", *overrides, f"hydra.run.dir={folder}"]
     process = subprocess.Popen(
         command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    last = folder / "train" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
-    while not last.is_file() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
+    while not marker.is_file() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
+    marker.unlink()  # the run finishes step 3, saves last.ckpt and stops
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
-    assert "error: study stage train: SIGTERM at step" in stderr
+    assert "error: study stage train: SIGTERM at step 3" in stderr
     assert not (folder / "study_state.json").is_file() or "train" not in state(folder)
 
     status, stderr = study(folder, *overrides)
     assert status == 0, stderr[-3000:]
     log = (folder / "study.log").read_text()
+    last = folder / "train" / "checkpoints" / "last.ckpt"
     assert f"resuming {folder / 'train'} from {last}" in log
-    assert state(folder)["train"]["steps"] == 20 * 3
+    assert state(folder)["train"]["steps"] == 2 * 3  # epochs=2 of 3 steps
