@@ -8,12 +8,10 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# --no-compile: byte-compiling every file of torch's CUDA build (5 GB) is a third of the
-# install's time; Python compiles the modules a run imports when it first imports them.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet --no-compile -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 run: install
