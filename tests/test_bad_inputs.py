@@ -753,7 +753,7 @@ SHRINK = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def inputs(tmp_path_factory) -> Path:
     """The files the rows point at: checkpoints, a text file, generated sets (some broken)."""
     root = tmp_path_factory.mktemp("inputs")
@@ -798,7 +798,7 @@ def inputs(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def features(tmp_path_factory) -> Path:
     """evaluate's cache of reference features (kept out of the inputs, which must not change)."""
     return tmp_path_factory.mktemp("features")

@@ -26,12 +26,12 @@ STAND_IN = ["features.dim=16", "features.input_size=64", "kid.subsets=10", "kid.
 DDIM5 = ["sampler=ddim", "sampler.steps=5", "per_class=3"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ckpt(tmp_path_factory) -> Path:
     return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def weights(tmp_path_factory) -> Path:
     return save_stand_in(tmp_path_factory.mktemp("features") / "standin.pt")
 

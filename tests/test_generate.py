@@ -52,7 +52,7 @@ def save_tiny_checkpoint(
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ckpt(tmp_path_factory) -> Path:
     return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt")
 

@@ -45,7 +45,7 @@ TINY_REFERENCE_OVERRIDES = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference_run(tmp_path_factory) -> tuple[Path, dict, object]:
     """A finished tiny reference run: (its folder, its metrics, its composed config)."""
     run = tmp_path_factory.mktemp("reference")
@@ -53,7 +53,7 @@ def reference_run(tmp_path_factory) -> tuple[Path, dict, object]:
     return run, classify(cfg), cfg
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def digits_test_set(reference_run) -> tuple[Tensor, Tensor]:
     """The real test images (uint8, as the run saw them) and labels."""
     data = instantiate(reference_run[2].data)

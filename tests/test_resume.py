@@ -105,7 +105,7 @@ def scalar_events(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def uninterrupted(tmp_path_factory) -> Path:
     """The run folder of the same training, never interrupted."""
     run_dir = tmp_path_factory.mktemp("uninterrupted")

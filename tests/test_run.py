@@ -14,7 +14,7 @@ from diffusion_lab.utils.errors import UserFacingError
 from tests.test_generate import save_tiny_checkpoint
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def run(tmp_path_factory) -> TrainedRun:
     """A tiny trained run whose weights are perturbed (fresh ones predict eps = 0 everywhere)."""
     trained = TrainedRun.load(save_tiny_checkpoint(tmp_path_factory.mktemp("run") / "tiny.ckpt"))

@@ -63,6 +63,15 @@ ENTRY_POINTS = [
     ),
 ]
 
+# Tab completion lists a group's options: the group folders are readable in the wheel.
+COMPLETION = [
+    {"COMP_LINE": "python train.py experiment=qu"},
+    "diffusion_lab.train",
+    "-sc",
+    "query=bash",
+]
+PLUGINS = [{}, "diffusion_lab.train", "--info", "plugins"]
+
 
 def pip(*args: str | Path) -> None:
     """Run the test's own pip, failing the test with its output."""
@@ -87,7 +96,7 @@ def wheel_name(source: Path) -> str:
     return f"diffusion_lab/{relative}" if relative.startswith("conf/") else relative
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def wheel(tmp_path_factory) -> Path:
     """The wheel built from a copy of the repository's build inputs."""
     tmp = tmp_path_factory.mktemp("wheel")
@@ -103,7 +112,7 @@ def wheel(tmp_path_factory) -> Path:
     return next((tmp / "dist").glob("diffusion_lab-*.whl"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def site(wheel: Path) -> Path:
     """A folder holding the installed wheel alone (its dependencies come from the venv)."""
     target = wheel.parent.parent / "site"
@@ -122,42 +131,18 @@ def test_wheel_holds_every_module_and_config(wheel):
     assert "hydra_plugins/__init__.py" not in names
 
 
-# Tab completion lists a group's options: the group folders are readable in the wheel.
-COMPLETION = [
-    {"COMP_LINE": "python train.py experiment=qu"},
-    "diffusion_lab.train",
-    "-sc",
-    "query=bash",
-]
-PLUGINS = [{}, "diffusion_lab.train", "--info", "plugins"]
-
-
-@pytest.fixture(scope="module")
-def printed(site: Path, tmp_path_factory) -> dict[str, str]:
-    """What the installed commands print: each ENTRY_POINTS config, the plugins, a completion."""
-    runs = [[{}, module, "--cfg", "all", *overrides] for module, overrides, _ in ENTRY_POINTS]
-    outputs = run_installed(site, tmp_path_factory.mktemp("run"), [*runs, PLUGINS, COMPLETION])
-    names = [module for module, _, _ in ENTRY_POINTS] + ["plugins", "completion"]
-    return dict(zip(names, outputs, strict=True))
-
-
 @pytest.mark.slow
-def test_installed_wheel_brings_the_search_sweeper(printed):
+def test_installed_commands_find_their_configs_plugins_and_group_options(site, tmp_path):
+    # One test, so that the wheel is installed and run once (on one pytest worker).
+    runs = [[{}, module, "--cfg", "all", *overrides] for module, overrides, _ in ENTRY_POINTS]
+    *configs, plugins, completion = run_installed(site, tmp_path, [*runs, PLUGINS, COMPLETION])
+    for (module, _, expected), printed in zip(ENTRY_POINTS, configs, strict=True):
+        cfg = OmegaConf.create(printed)
+        assert {key: OmegaConf.select(cfg, key) for key in expected} == expected, module
+        main = [s for s in cfg.hydra.runtime.config_sources if s.provider == "main"]
+        assert OmegaConf.to_container(main[0]) == MAIN_SOURCE, module
     # Hydra lists the plugins it found by class name, sweepers under `Sweeper:`.
-    lines = printed["plugins"].split("\tSweeper:\n", 1)[1].splitlines()[1:]  # below its ------
+    lines = plugins.split("\tSweeper:\n", 1)[1].splitlines()[1:]  # below its ------ line
     sweepers = [line.strip() for line in itertools.takewhile(lambda v: v[:2] == "\t\t", lines)]
     assert "ResumableOptunaSweeper" in sweepers
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(("module", "overrides", "expected"), ENTRY_POINTS)
-def test_installed_entry_point_composes_its_config(printed, module, overrides, expected):
-    cfg = OmegaConf.create(printed[module])
-    assert {key: OmegaConf.select(cfg, key) for key in expected} == expected
-    main = [s for s in cfg.hydra.runtime.config_sources if s.provider == "main"]
-    assert OmegaConf.to_container(main[0]) == MAIN_SOURCE
-
-
-@pytest.mark.slow
-def test_installed_train_completes_group_options(printed):
-    assert printed["completion"].split() == ["experiment=quickstart"]
+    assert completion.split() == ["experiment=quickstart"]
