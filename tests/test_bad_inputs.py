@@ -877,8 +877,8 @@ def command_line(row: Bad, inputs: Path, features: Path) -> list[str]:
 
 
 def marks(row: Bad) -> list:
-    """A row that asks for a missing GPU cannot fail on a GPU. The study's rows are slow: the
-    study composes and checks every stage's config (about 1 s a row against 0.4 s)."""
+    """A row that asks for a missing GPU cannot fail on a GPU. The study's rows are slow: those
+    that pass the study's own check compose and check every stage's config (2 to 3 s a row)."""
     gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")
     return [gpu] * (NO_GPU in row.message) + [pytest.mark.slow] * (row.command == "study")
 
