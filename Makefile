@@ -8,8 +8,8 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-# pip byte-compiles what it installs on one core, half of its time for torch's CUDA build;
-# compileall does the same on every core. (Without the .pyc files, a machine that sets
+# pip byte-compiles what it installs on one core, a large share of its time for torch's CUDA
+# build; compileall does the same on every core. (Without the .pyc files, a machine that sets
 # PYTHONDONTWRITEBYTECODE would compile torch anew in every process.) Errors are left unprinted:
 # torch ships a file in Python 3.12 syntax, which pip leaves uncompiled too.
 $(STAMP): pyproject.toml
